@@ -1,0 +1,207 @@
+"""One explicit, validated settings object for every part of hrnb.
+
+Two targets share the same code: ``local`` (the default) talks only to the embedded stack on
+loopback with dummy credentials, so it can never reach real AWS; ``aws`` uses the normal boto3
+credential chain and refuses loopback endpoints. ``HRNB_*`` environment variables override the
+defaults; nothing is read from the environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from hrnb.errors import ConfigError
+
+Target = Literal["local", "aws"]
+
+#: Credentials the local target hands to boto3 and the emulator; never real ones.
+LOCAL_ACCESS_KEY_ID = "hrnb-local"
+LOCAL_SECRET_ACCESS_KEY = "hrnb-local-secret"
+
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{1,15}$")
+_REGION_RE = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "hrnb"
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "hrnb"
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when ``url`` points at this machine (127.0.0.0/8, localhost or ::1)."""
+    host = urlparse(url).hostname or ""
+    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, validated when built. Names of AWS resources derive from ``prefix``."""
+
+    target: Target = "local"
+    region: str = "ap-south-1"
+    prefix: str = "hrnb"
+    index_name: str = "heart_rate"
+    dlq_index_name: str = "heart_rate-dlq"
+    hr_alert_threshold_bpm: int = 150
+    stream_shards: int = 0  # 0 = on-demand capacity
+    # Local stack.
+    aws_port: int = 5000
+    opensearch_port: int = 9200
+    opensearch_version: str = "2.19.6"
+    opensearch_heap_mb: int = 512
+    cache_dir: Path = field(default_factory=_default_cache_dir)
+    state_dir: Path = field(default_factory=_default_state_dir)
+    # Endpoints: derived for the local target; for aws the OpenSearch URL is the domain endpoint.
+    aws_endpoint_url: str | None = None
+    opensearch_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.target not in ("local", "aws"):
+            raise ConfigError(
+                f"target must be 'local' or 'aws', got {self.target!r}", setting="target"
+            )
+        if not _REGION_RE.match(self.region):
+            raise ConfigError(
+                f"region {self.region!r} is not an AWS region name (e.g. ap-south-1)",
+                setting="region",
+            )
+        if not _PREFIX_RE.match(self.prefix):
+            raise ConfigError(
+                f"prefix {self.prefix!r} must be 2-16 characters: a lowercase letter, then "
+                "lowercase letters, digits or '-' (it names the domain, which AWS limits to 28)",
+                setting="prefix",
+            )
+        for name in ("index_name", "dlq_index_name"):
+            value = getattr(self, name)
+            if not re.match(r"^[a-z0-9][a-z0-9_.-]*$", value) or value in (".", ".."):
+                raise ConfigError(
+                    f"{name} {value!r} is not a valid OpenSearch index name "
+                    "(lowercase letters, digits, '_', '-', '.')",
+                    setting=name,
+                )
+        if not 20 <= self.hr_alert_threshold_bpm <= 250:
+            raise ConfigError(
+                f"hr_alert_threshold_bpm must be within 20..250 bpm, got {self.hr_alert_threshold_bpm}",
+                setting="hr_alert_threshold_bpm",
+            )
+        if not 0 <= self.stream_shards <= 500:
+            raise ConfigError(
+                f"stream_shards must be 0 (on-demand) .. 500, got {self.stream_shards}",
+                setting="stream_shards",
+            )
+        for name in ("aws_port", "opensearch_port"):
+            if not 1 <= getattr(self, name) <= 65535:
+                raise ConfigError(f"{name} must be a TCP port, got {getattr(self, name)}", setting=name)
+        if not 128 <= self.opensearch_heap_mb <= 16384:
+            raise ConfigError(
+                f"opensearch_heap_mb must be 128..16384, got {self.opensearch_heap_mb}",
+                setting="opensearch_heap_mb",
+            )
+        if self.target == "local":
+            for name in ("aws_endpoint_url", "opensearch_url"):
+                url = getattr(self, name)
+                if url is not None and not is_loopback_url(url):
+                    raise ConfigError(
+                        f"{name}={url!r}: the local target only talks to this machine; "
+                        "set HRNB_TARGET=aws to use real AWS",
+                        setting=name,
+                    )
+        else:
+            for name in ("aws_endpoint_url", "opensearch_url"):
+                url = getattr(self, name)
+                if url is not None and is_loopback_url(url):
+                    raise ConfigError(
+                        f"{name}={url!r} points at this machine, but target is 'aws'; "
+                        "unset it or use HRNB_TARGET=local",
+                        setting=name,
+                    )
+
+    # --- derived names -------------------------------------------------------------------
+    @property
+    def stream_name(self) -> str:
+        return f"{self.prefix}-hr-stream"
+
+    @property
+    def role_name(self) -> str:
+        return f"{self.prefix}-indexer-role"
+
+    @property
+    def function_name(self) -> str:
+        return f"{self.prefix}-indexer"
+
+    @property
+    def layer_name(self) -> str:
+        return f"{self.prefix}-indexer-deps"
+
+    @property
+    def domain_name(self) -> str:
+        return f"{self.prefix}-hr"
+
+    @property
+    def log_group_name(self) -> str:
+        return f"/aws/lambda/{self.function_name}"
+
+    @property
+    def is_local(self) -> bool:
+        return self.target == "local"
+
+    @property
+    def resolved_aws_endpoint_url(self) -> str | None:
+        """The emulator's URL on the local target; None (boto3's own endpoints) on AWS."""
+        if self.aws_endpoint_url:
+            return self.aws_endpoint_url
+        return f"http://127.0.0.1:{self.aws_port}" if self.is_local else None
+
+    @property
+    def resolved_opensearch_url(self) -> str | None:
+        """The local node's URL on the local target; the domain endpoint (once known) on AWS."""
+        if self.opensearch_url:
+            return self.opensearch_url
+        return f"http://127.0.0.1:{self.opensearch_port}" if self.is_local else None
+
+    @property
+    def spool_path(self) -> Path:
+        return self.state_dir / "spool.sqlite3"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields changed, validated again."""
+        return replace(self, **changes)
+
+    # --- environment -----------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``HRNB_<FIELD>`` variables, then keyword overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"HRNB_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _coerce(f.name, f.type, raw)
+        values.update(overrides)
+        return cls(**values)
+
+
+def _coerce(name: str, type_name: Any, raw: str) -> Any:
+    type_text = str(type_name)
+    var = f"HRNB_{name.upper()}"
+    if type_text == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{var}={raw!r} is not a whole number", setting=name) from None
+    if type_text == "Path":
+        return Path(raw).expanduser()
+    return raw

@@ -1,0 +1,219 @@
+"""The wire format: one JSON object per heart-rate sample, shared by the producer and the Lambda.
+
+Stdlib only (plus ``hrnb.errors``): the Lambda build packages this very module into the
+function zip, so the schema is shared by packaging, never by copying.
+
+A record keeps the reference's fields (``timestamp``, ``heart_rate``) so its index mapping still
+applies, and adds identity (``athlete_id``, ``session_id``, ``seq``), the rest of the 0x2A37
+measurement, and ``sent_at``. Encoding and validation are pure; an invalid record raises
+:class:`hrnb.errors.RecordError` naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypedDict
+
+from hrnb.errors import RecordError
+
+SCHEMA_VERSION = 1
+#: Kinesis caps one record's data blob at 1 MiB.
+MAX_RECORD_BYTES = 1024 * 1024
+#: Heart rates the pipeline believes; outside this the Lambda dead-letters the record.
+PLAUSIBLE_HEART_RATE_BPM = (20, 250)
+#: How far in the future a measurement time may be before it is dead-lettered (clock skew).
+MAX_FUTURE_SKEW = timedelta(minutes=5)
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
+_TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+_FIELDS = (
+    "schema",
+    "athlete_id",
+    "session_id",
+    "device_id",
+    "seq",
+    "timestamp",
+    "heart_rate",
+    "rr_intervals_ms",
+    "sensor_contact",
+    "energy_expended",
+    "sent_at",
+)
+
+
+class Record(TypedDict):
+    """One heart-rate sample on the wire. Times are ISO-8601 UTC with milliseconds."""
+
+    schema: int
+    athlete_id: str
+    session_id: str
+    device_id: str
+    seq: int  # monotonic per session, from 0
+    timestamp: str  # measurement time
+    heart_rate: int  # bpm
+    rr_intervals_ms: list[float]
+    sensor_contact: bool | None  # None: the sensor does not report contact
+    energy_expended: int | None  # kJ
+    sent_at: str | None  # when the producer accepted the sample
+
+
+def format_timestamp(moment: datetime) -> str:
+    """ISO-8601 UTC with milliseconds and a ``Z`` (``2026-11-29T06:10:00.123Z``)."""
+    if moment.tzinfo is None:
+        raise RecordError("timestamp must be timezone-aware (UTC)", field="timestamp")
+    utc = moment.astimezone(timezone.utc)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def parse_timestamp(text: str, *, field: str = "timestamp") -> datetime:
+    """The inverse of :func:`format_timestamp`; anything else raises RecordError."""
+    if not isinstance(text, str) or not _TIMESTAMP_RE.match(text):
+        raise RecordError(
+            f"{field} must be ISO-8601 UTC with milliseconds like 2026-11-29T06:10:00.123Z, "
+            f"got {text!r}",
+            field=field,
+        )
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        raise RecordError(f"{field} is not a real date and time: {text!r}", field=field) from None
+
+
+def make_record(
+    *,
+    athlete_id: str,
+    session_id: str,
+    device_id: str,
+    seq: int,
+    timestamp: datetime,
+    heart_rate: int,
+    rr_intervals_ms: Iterable[float] = (),
+    sensor_contact: bool | None = None,
+    energy_expended: int | None = None,
+    sent_at: datetime | None = None,
+) -> Record:
+    """Build and validate a record from Python values."""
+    record: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "athlete_id": athlete_id,
+        "session_id": session_id,
+        "device_id": device_id,
+        "seq": seq,
+        "timestamp": format_timestamp(timestamp),
+        "heart_rate": heart_rate,
+        "rr_intervals_ms": [float(v) for v in rr_intervals_ms],
+        "sensor_contact": sensor_contact,
+        "energy_expended": energy_expended,
+        "sent_at": None if sent_at is None else format_timestamp(sent_at),
+    }
+    return validate_record(record)
+
+
+def validate_record(obj: Any) -> Record:
+    """Check every field's type and range; return the record (unknown keys rejected)."""
+    if not isinstance(obj, Mapping):
+        raise RecordError(f"a record must be a JSON object, got {type(obj).__name__}")
+    unknown = sorted(set(obj) - set(_FIELDS))
+    if unknown:
+        raise RecordError(f"unknown field(s): {', '.join(unknown)}", field=unknown[0])
+    missing = [name for name in _FIELDS if name not in obj]
+    if missing:
+        raise RecordError(f"missing field(s): {', '.join(missing)}", field=missing[0])
+    if obj["schema"] != SCHEMA_VERSION or isinstance(obj["schema"], bool):
+        raise RecordError(
+            f"schema must be {SCHEMA_VERSION}, got {obj['schema']!r}", field="schema"
+        )
+    for name in ("athlete_id", "session_id", "device_id"):
+        value = obj[name]
+        if not isinstance(value, str) or not _ID_RE.match(value):
+            raise RecordError(
+                f"{name} must be 1-128 characters of letters, digits and _.:@- "
+                f"starting with a letter or digit, got {value!r}",
+                field=name,
+            )
+    _check_int(obj, "seq", 0, 2**63 - 1)
+    parse_timestamp(obj["timestamp"])
+    _check_int(obj, "heart_rate", 0, 0xFFFF)
+    rr = obj["rr_intervals_ms"]
+    if not isinstance(rr, list):
+        raise RecordError("rr_intervals_ms must be a list of milliseconds", field="rr_intervals_ms")
+    for value in rr:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or not 0 < value <= 64000
+        ):
+            raise RecordError(
+                f"rr_intervals_ms must hold numbers in (0, 64000] ms, got {value!r}",
+                field="rr_intervals_ms",
+            )
+    if obj["sensor_contact"] not in (None, True, False):
+        raise RecordError(
+            f"sensor_contact must be true, false or null, got {obj['sensor_contact']!r}",
+            field="sensor_contact",
+        )
+    if obj["energy_expended"] is not None:
+        _check_int(obj, "energy_expended", 0, 0xFFFF)
+    if obj["sent_at"] is not None:
+        parse_timestamp(obj["sent_at"], field="sent_at")
+    return {name: obj[name] for name in _FIELDS}  # type: ignore[return-value]
+
+
+def _check_int(obj: Mapping[str, Any], name: str, low: int, high: int) -> None:
+    value = obj[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise RecordError(f"{name} must be an integer in {low}..{high}, got {value!r}", field=name)
+
+
+def encode_record(record: Mapping[str, Any]) -> bytes:
+    """Validate and serialise to compact UTF-8 JSON, within Kinesis' 1 MiB record limit."""
+    data = json.dumps(validate_record(record), separators=(",", ":")).encode()
+    if len(data) > MAX_RECORD_BYTES:
+        raise RecordError(f"record is {len(data)} bytes; Kinesis allows {MAX_RECORD_BYTES}")
+    return data
+
+
+def decode_record(data: bytes) -> Record:
+    """Parse bytes off the stream; RecordError says whether it was UTF-8, JSON or the schema."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecordError(f"record is not UTF-8 text: {exc}") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"record is not JSON: {exc}") from None
+    return validate_record(obj)
+
+
+def plausibility_problem(record: Record, *, now: datetime) -> str | None:
+    """Why a structurally valid record should not be believed, or None.
+
+    The watch may report 0 bpm without skin contact; such records are kept (dead-lettered
+    with this reason) rather than indexed as heart rate.
+    """
+    low, high = PLAUSIBLE_HEART_RATE_BPM
+    if not low <= record["heart_rate"] <= high:
+        return f"heart_rate {record['heart_rate']} bpm is outside {low}..{high} bpm"
+    measured = parse_timestamp(record["timestamp"])
+    if measured - now > MAX_FUTURE_SKEW:
+        return (
+            f"timestamp {record['timestamp']} is more than "
+            f"{int(MAX_FUTURE_SKEW.total_seconds() // 60)} minutes in the future"
+        )
+    return None
+
+
+def document_id(record: Mapping[str, Any]) -> str:
+    """The OpenSearch ``_id``: a re-sent or re-delivered record overwrites itself."""
+    return f"{record['athlete_id']}/{record['session_id']}/{record['seq']}"
+
+
+def partition_key(record: Mapping[str, Any]) -> str:
+    """Kinesis partition key: per athlete, so order holds per athlete and athletes spread."""
+    return str(record["athlete_id"])
