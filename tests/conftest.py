@@ -1,0 +1,40 @@
+"""Shared fixtures: the embedded local stack (reused when running, else started and stopped)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from hrnb.clients import aws_client, opensearch_client
+from hrnb.config import Settings
+
+
+@pytest.fixture(scope="session")
+def settings() -> Iterator[Settings]:
+    """Settings for the local stack; starts it when nothing answers and stops what it started."""
+    from hrnb import localstack
+
+    current = Settings.from_env(target="local")
+    started = localstack.up(current)
+    yield current
+    if started.started_anything:
+        localstack.down(current)
+
+
+@pytest.fixture
+def make_aws_client(settings: Settings) -> Callable[[str], Any]:
+    return lambda service, **config: aws_client(settings, service, **config)
+
+
+@pytest.fixture
+def opensearch(settings: Settings) -> Any:
+    return opensearch_client(settings)
+
+
+@pytest.fixture
+def unique_name() -> Callable[[str], str]:
+    """Resource names that cannot collide between tests sharing the stack."""
+    return lambda stem: f"{stem}-{uuid.uuid4().hex[:8]}"
