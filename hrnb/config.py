@@ -47,7 +47,7 @@ def is_loopback_url(url: str) -> bool:
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything configurable, validated when built. Names of AWS resources derive from ``prefix``."""
+    """Everything configurable, validated when built; AWS resource names derive from ``prefix``."""
 
     target: Target = "local"
     region: str = "ap-south-1"
@@ -93,7 +93,8 @@ class Settings:
                 )
         if not 20 <= self.hr_alert_threshold_bpm <= 250:
             raise ConfigError(
-                f"hr_alert_threshold_bpm must be within 20..250 bpm, got {self.hr_alert_threshold_bpm}",
+                "hr_alert_threshold_bpm must be within 20..250 bpm, "
+                f"got {self.hr_alert_threshold_bpm}",
                 setting="hr_alert_threshold_bpm",
             )
         if not 0 <= self.stream_shards <= 500:
@@ -103,7 +104,9 @@ class Settings:
             )
         for name in ("aws_port", "opensearch_port"):
             if not 1 <= getattr(self, name) <= 65535:
-                raise ConfigError(f"{name} must be a TCP port, got {getattr(self, name)}", setting=name)
+                raise ConfigError(
+                    f"{name} must be a TCP port, got {getattr(self, name)}", setting=name
+                )
         if not 128 <= self.opensearch_heap_mb <= 16384:
             raise ConfigError(
                 f"opensearch_heap_mb must be 128..16384, got {self.opensearch_heap_mb}",

@@ -15,7 +15,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
 from hrnb.errors import RecordError
@@ -65,7 +65,7 @@ def format_timestamp(moment: datetime) -> str:
     """ISO-8601 UTC with milliseconds and a ``Z`` (``2026-11-29T06:10:00.123Z``)."""
     if moment.tzinfo is None:
         raise RecordError("timestamp must be timezone-aware (UTC)", field="timestamp")
-    utc = moment.astimezone(timezone.utc)
+    utc = moment.astimezone(UTC)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
@@ -78,7 +78,7 @@ def parse_timestamp(text: str, *, field: str = "timestamp") -> datetime:
             field=field,
         )
     try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     except ValueError:
         raise RecordError(f"{field} is not a real date and time: {text!r}", field=field) from None
 

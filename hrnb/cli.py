@@ -1,0 +1,137 @@
+"""The ``hrnb`` command line (also ``python -m hrnb``): presentation only, the work lives in
+the modules it calls. Every HrnbError becomes one clear line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from hrnb import __version__
+from hrnb.config import Settings
+from hrnb.errors import ConfigError, HrnbError
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _progress(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+# --- local ---------------------------------------------------------------------------------------
+def _local_up(args: argparse.Namespace, settings: Settings) -> int:
+    from hrnb import localstack
+
+    result = localstack.up(settings, progress=_progress, poller=not args.no_poller)
+    if args.started_file:
+        with open(args.started_file, "w") as handle:
+            handle.write(",".join(result.started))
+    _print_stack(result, as_json=args.json)
+    return 0 if result.healthy else 1
+
+
+def _local_down(args: argparse.Namespace, settings: Settings) -> int:
+    from hrnb import localstack
+
+    only = localstack.SERVICES
+    if args.only:
+        only = tuple(name for name in args.only.split(",") if name)
+    unknown = sorted(set(only) - set(localstack.SERVICES))
+    if unknown:
+        raise ConfigError(
+            f"--only: unknown service(s) {', '.join(unknown)}; choose from "
+            + ", ".join(localstack.SERVICES),
+            setting="only",
+        )
+    result = localstack.down(settings, wipe=args.wipe, only=only, progress=_progress)
+    print("stopped: " + (", ".join(result.stopped) or "nothing (hrnb had started nothing)"))
+    return 0
+
+
+def _local_status(args: argparse.Namespace, settings: Settings) -> int:
+    from hrnb import localstack
+
+    result = localstack.status(settings)
+    _print_stack(result, as_json=args.json)
+    return 0 if result.healthy else 1
+
+
+def _print_stack(result: Any, *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+        return
+    for service in result.services:
+        state = "healthy" if service.healthy else "not running"
+        origin = "" if service.managed or not service.healthy else " (not started by hrnb)"
+        rss = f", {service.rss_mb:.0f} MB" if service.rss_mb else ""
+        pid = f"pid {service.pid}" if service.pid else "no pid"
+        print(f"{service.name:<11} {state}{origin}  {service.url or ''}  "
+              f"{service.version or ''}  ({pid}{rss})")
+        if service.log_path:
+            print(f"{'':<11} log: {service.log_path}")
+    print(f"state directory: {result.state_dir}")
+    print("stack healthy" if result.healthy else "stack NOT healthy")
+
+
+# --- parser --------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hrnb",
+        description="Live heart-rate workbench: watch -> Kinesis -> Lambda -> OpenSearch.",
+    )
+    parser.add_argument("--version", action="version", version=f"hrnb {__version__}")
+    parser.add_argument("--target", choices=["local", "aws"], help="default: HRNB_TARGET or local")
+    parser.add_argument("--region", help="AWS region (default: HRNB_REGION or ap-south-1)")
+    parser.add_argument("--prefix", help="name prefix of every resource (default: hrnb)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    local = commands.add_parser("local", help="the embedded local stack")
+    local_commands = local.add_subparsers(dest="local_command", metavar="ACTION", required=True)
+    up = local_commands.add_parser("up", help="start what is not running and wait until healthy")
+    up.add_argument("--json", action="store_true", help="print the status as one JSON object")
+    up.add_argument("--no-poller", action="store_true", help="do not start the Lambda poller")
+    up.add_argument("--started-file", help=argparse.SUPPRESS)
+    up.set_defaults(handler=_local_up)
+    down = local_commands.add_parser("down", help="stop what 'up' started")
+    down.add_argument("--wipe", action="store_true", help="also delete OpenSearch's data")
+    down.add_argument("--only", help="comma-separated services to stop (aws,opensearch,poller)")
+    down.set_defaults(handler=_local_down)
+    stat = local_commands.add_parser("status", help="what runs, where, and its logs")
+    stat.add_argument("--json", action="store_true", help="print one JSON object")
+    stat.set_defaults(handler=_local_status)
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides = {
+        name: getattr(args, name)
+        for name in ("target", "region", "prefix")
+        if getattr(args, name, None) is not None
+    }
+    return Settings.from_env(**overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    handler: Handler = args.handler
+    try:
+        return handler(args, settings_from_args(args))
+    except ConfigError as exc:
+        print(f"hrnb: error: {exc}", file=sys.stderr)
+        return 2
+    except HrnbError as exc:
+        print(f"hrnb: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("hrnb: interrupted", file=sys.stderr)
+        return 130
