@@ -1,0 +1,67 @@
+# hrnb: two commands for a fresh machine (Debian/Ubuntu, Python 3.11+, Java 17):
+#   make demo   the main job on the embedded local stack with a simulated athlete
+#   make test   the whole test suite against real local servers
+# Both are idempotent and safe to re-run.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HRNB := $(PY) -m hrnb
+STAMP := $(VENV)/.installed
+STARTED := $(VENV)/.stack-started-by-make
+PYTEST_ARGS ?=
+
+.PHONY: help install system-deps lambda test demo lab bench lint stack-up stack-down clean
+
+help:
+	@echo "make demo   - local stack up, set-up, a live session with a simulated athlete, queries"
+	@echo "make test   - install into $(VENV), start the local stack, run pytest, stop what it started"
+	@echo "make lab    - JupyterLab on notebooks/ with the local stack up"
+	@echo "make bench  - benchmarks (docs/benchmarks.md)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "hrnb needs Python 3.11+")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[notebooks,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian packages the tests drive for real: chromium (browser test, PNG export), Java and Maven
+# (the OpenSearch node). Installed only when missing and only as root, as on CI.
+system-deps:
+	@bash infra_scripts/system_deps.sh
+
+lambda: install
+	$(PY) infra_scripts/build_lambda.py --out build/lambda
+
+stack-up: install
+	$(HRNB) local up --started-file $(STARTED)
+
+stack-down:
+	@if [ -s $(STARTED) ]; then $(HRNB) local down --only "$$(cat $(STARTED))"; fi
+	@rm -f $(STARTED)
+
+test: install system-deps lambda
+	@$(HRNB) local up --started-file $(STARTED) || { $(MAKE) --no-print-directory stack-down; exit 1; }
+	@rc=0; $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
+	$(MAKE) --no-print-directory stack-down; exit $$rc
+
+demo: install system-deps lambda
+	$(HRNB) demo
+
+lab: install lambda
+	$(HRNB) local up
+	$(PY) -m jupyter lab --notebook-dir=notebooks
+
+bench: install lambda
+	$(HRNB) local up
+	$(PY) bench/run_all.py
+
+lint: install
+	$(PY) -m ruff check hrnb lambda infra_scripts tests bench
+
+clean:
+	rm -rf build out .pytest_cache

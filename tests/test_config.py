@@ -1,0 +1,71 @@
+"""Settings: validated when built, HRNB_* overrides, and the local target can never reach AWS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hrnb.clients import aws_client
+from hrnb.config import LOCAL_ACCESS_KEY_ID, Settings
+from hrnb.errors import ConfigError
+
+
+def test_defaults_derive_every_name_from_the_prefix() -> None:
+    settings = Settings.from_env({}, prefix="team7")
+    assert settings.target == "local"
+    assert settings.region == "ap-south-1"
+    assert settings.index_name == "heart_rate"
+    names = [settings.stream_name, settings.role_name, settings.function_name,
+             settings.domain_name, settings.layer_name]
+    assert all(name.startswith("team7-") for name in names)
+    assert len(set(names)) == len(names)
+
+
+def test_environment_overrides_are_typed() -> None:
+    settings = Settings.from_env(
+        {"HRNB_REGION": "eu-west-1", "HRNB_OPENSEARCH_PORT": "9333", "HRNB_STATE_DIR": "/tmp/x"}
+    )
+    assert settings.region == "eu-west-1"
+    assert settings.opensearch_port == 9333
+    assert settings.resolved_opensearch_url == "http://127.0.0.1:9333"
+    assert settings.state_dir == Path("/tmp/x")
+
+
+@pytest.mark.parametrize(
+    ("environ", "setting"),
+    [
+        ({"HRNB_TARGET": "prod"}, "target"),
+        ({"HRNB_REGION": "mars-1"}, "region"),
+        ({"HRNB_PREFIX": "Bad_Prefix"}, "prefix"),
+        ({"HRNB_OPENSEARCH_PORT": "ninety"}, "opensearch_port"),
+        ({"HRNB_AWS_PORT": "70000"}, "aws_port"),
+        ({"HRNB_HR_ALERT_THRESHOLD_BPM": "400"}, "hr_alert_threshold_bpm"),
+        ({"HRNB_INDEX_NAME": "Heart Rate"}, "index_name"),
+    ],
+)
+def test_bad_values_name_the_setting(environ: dict[str, str], setting: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(environ)
+    assert caught.value.setting == setting
+    assert setting.split("_")[0] in str(caught.value).lower()
+
+
+def test_local_target_refuses_remote_endpoints() -> None:
+    with pytest.raises(ConfigError, match="only talks to this machine"):
+        Settings(target="local", aws_endpoint_url="https://kinesis.ap-south-1.amazonaws.com")
+    with pytest.raises(ConfigError, match="only talks to this machine"):
+        Settings(target="local", opensearch_url="https://search-x.ap-south-1.es.amazonaws.com")
+
+
+def test_aws_target_refuses_loopback_endpoints() -> None:
+    with pytest.raises(ConfigError, match="points at this machine"):
+        Settings(target="aws", aws_endpoint_url="http://127.0.0.1:5000")
+
+
+def test_local_clients_use_the_emulator_and_dummy_credentials() -> None:
+    settings = Settings.from_env({}, aws_port=5999)
+    client = aws_client(settings, "kinesis")
+    assert client.meta.endpoint_url == "http://127.0.0.1:5999"
+    assert client._request_signer._credentials.access_key == LOCAL_ACCESS_KEY_ID
+    assert client.meta.region_name == "ap-south-1"

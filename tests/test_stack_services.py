@@ -1,0 +1,63 @@
+"""The stack's two servers do real work over HTTP: Kinesis on the emulator, search on OpenSearch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from hrnb.config import Settings
+
+pytestmark = pytest.mark.stack
+
+
+def test_kinesis_stream_create_write_read_delete(
+    make_aws_client: Callable[..., Any], unique_name: Callable[[str], str]
+) -> None:
+    kinesis = make_aws_client("kinesis")
+    name = unique_name("stack-test")
+    kinesis.create_stream(StreamName=name, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.2})
+    try:
+        kinesis.put_record(StreamName=name, Data=b'{"heart_rate": 90}', PartitionKey="a1")
+        shard = kinesis.list_shards(StreamName=name)["Shards"][0]["ShardId"]
+        iterator = kinesis.get_shard_iterator(
+            StreamName=name, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        records = kinesis.get_records(ShardIterator=iterator)["Records"]
+        assert [r["Data"] for r in records] == [b'{"heart_rate": 90}']
+    finally:
+        kinesis.delete_stream(StreamName=name)
+    assert name not in kinesis.list_streams()["StreamNames"]
+
+
+def test_opensearch_reference_mapping_index_and_search(
+    settings: Settings, opensearch: Any, unique_name: Callable[[str], str]
+) -> None:
+    index = unique_name("stack-test")
+    opensearch.indices.create(
+        index=index,
+        body={
+            "settings": {"number_of_shards": 1, "number_of_replicas": 0},
+            "mappings": {"properties": {"timestamp": {"type": "date"},
+                                        "heart_rate": {"type": "integer"}}},
+        },
+    )
+    try:
+        for second, bpm in enumerate([88, 91, 155]):
+            opensearch.index(
+                index=index,
+                body={"timestamp": f"2025-07-15T17:10:{second:02d}", "heart_rate": bpm},
+            )
+        opensearch.indices.refresh(index=index)
+        found = opensearch.search(
+            index=index, body={"query": {"range": {"heart_rate": {"gt": 150}}}}
+        )
+        assert [hit["_source"]["heart_rate"] for hit in found["hits"]["hits"]] == [155]
+        mapping = opensearch.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+        assert mapping["timestamp"]["type"] == "date"
+        assert mapping["heart_rate"]["type"] == "integer"
+    finally:
+        opensearch.indices.delete(index=index)
+    assert opensearch.info()["version"]["number"].startswith(settings.opensearch_version[:4])
