@@ -12,7 +12,8 @@
     │   └── SpoolFullError   the on-disk spool reached its bound
     ├── StackError           the embedded local stack cannot start or answer
     ├── ProvisionError       a set-up / teardown step failed (names the resource)
-    └── QueryError           an OpenSearch query failed
+    ├── QueryError           an OpenSearch query failed
+    └── PackagingError       the Lambda zips cannot be built or break Lambda's limits
 
 Context lives in named attributes; messages say what was wrong and what to do.
 """
@@ -90,3 +91,27 @@ class ProvisionError(HrnbError):
 
 class QueryError(HrnbError):
     """An OpenSearch query failed."""
+
+
+class PackagingError(HrnbError):
+    """The Lambda zips cannot be built or break Lambda's size limits; `.artifact` names the file."""
+
+    def __init__(self, message: str, *, artifact: str | None = None) -> None:
+        super().__init__(message)
+        self.artifact = artifact
+
+
+class NotebookError(HrnbError):
+    """A notebook cell failed when run headless; `.notebook` is the executed copy."""
+
+    def __init__(self, message: str, *, notebook: str | None = None) -> None:
+        super().__init__(message)
+        self.notebook = notebook
+
+
+class ExportError(HrnbError):
+    """A chart cannot be exported (e.g. no Chromium for PNG); `.path` names the target file."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
