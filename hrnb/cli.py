@@ -77,6 +77,34 @@ def _print_stack(result: Any, *, as_json: bool) -> None:
     print("stack healthy" if result.healthy else "stack NOT healthy")
 
 
+# --- query -------------------------------------------------------------------------------------
+def _query(args: argparse.Namespace, settings: Settings) -> int:
+    from hrnb import metrics, query
+    from hrnb.clients import opensearch_client
+
+    if args.minutes is not None and args.minutes <= 0:
+        raise ConfigError(f"--minutes must be positive, got {args.minutes}", setting="minutes")
+    zones = None
+    if args.max_hr is not None:
+        zones = (metrics.zones_karvonen(args.max_hr, args.resting_hr) if args.resting_hr
+                 else metrics.zones_from_max_hr(args.max_hr))
+    elif args.resting_hr is not None:
+        raise ConfigError("--resting-hr needs --max-hr too (Karvonen zones)", setting="resting_hr")
+    result = query.run_named_query(
+        args.name, opensearch_client(settings), settings,
+        minutes=args.minutes, athlete_id=args.athlete, session_id=args.session,
+        interval=args.interval, zones=zones, threshold_bpm=args.threshold,
+    )
+    if args.show_query:
+        print(result.show_query())
+    if args.csv:
+        result.df.to_csv(args.csv, index=False)
+        print(f"wrote {len(result.df)} rows to {args.csv}")
+    else:
+        print(result.df.to_string(index=False) if len(result.df) else "(no rows)")
+    return 0
+
+
 # --- parser --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -104,6 +132,20 @@ def build_parser() -> argparse.ArgumentParser:
     stat = local_commands.add_parser("status", help="what runs, where, and its logs")
     stat.add_argument("--json", action="store_true", help="print one JSON object")
     stat.set_defaults(handler=_local_status)
+    from hrnb.query import QUERY_NAMES
+
+    ask = commands.add_parser("query", help="recent heart rate from OpenSearch, as a table")
+    ask.add_argument("name", choices=QUERY_NAMES, help="which query")
+    ask.add_argument("--minutes", type=float, help="only the last M minutes (default: all)")
+    ask.add_argument("--athlete", help="one athlete id")
+    ask.add_argument("--session", help="one session id")
+    ask.add_argument("--interval", default="5s", help="bucket size of last-per-interval (5s)")
+    ask.add_argument("--max-hr", type=int, help="max heart rate for zones (bpm)")
+    ask.add_argument("--resting-hr", type=int, help="resting heart rate: Karvonen zones (bpm)")
+    ask.add_argument("--threshold", type=int, help="alert threshold (default: settings, 150)")
+    ask.add_argument("--show-query", action="store_true", help="print the OpenSearch query")
+    ask.add_argument("--csv", help="write the rows to this CSV file instead of printing")
+    ask.set_defaults(handler=_query)
     return parser
 
 
@@ -123,6 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # opensearch-py logs every non-2xx at WARNING; hrnb turns those into one clear error.
+        logging.getLogger("opensearch").setLevel(logging.ERROR)
     handler: Handler = args.handler
     try:
         return handler(args, settings_from_args(args))
