@@ -1,0 +1,299 @@
+"""Replay a recorded session from a Garmin FIT file or a CSV, at 1×, N× or full speed.
+
+FIT files are decoded with ``fitdecode``: ``record`` messages give the heart-rate series and
+``hrv`` messages the beat-to-beat intervals, attached to the record that follows them (as a strap
+sends the RR intervals measured since its previous notification). CSV files hold
+``timestamp,heart_rate[,rr_intervals_ms]`` — ISO-8601 times with an offset (or Unix seconds),
+whole bpm, RR intervals in ms separated by spaces or ``;`` — with or without a header row.
+
+Bad CSV rows are logged with their line number, kept in :attr:`ReplaySource.bad_rows` and
+skipped; a truncated or corrupt FIT file replays the records before the damage, then raises
+:class:`~hrnb.errors.ReplayError` naming the file. Files are read in a worker thread, so a
+notebook's event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import fitdecode
+
+from hrnb.errors import ReplayError
+from hrnb.hrm import Measurement
+from hrnb.sources.base import DEFAULT_ATHLETE_ID, HeartRateSource, Session, session_start, to_utc_ms
+
+logger = logging.getLogger(__name__)
+
+REPLAY_SUFFIXES = (".fit", ".csv")
+_CSV_COLUMNS = ("timestamp", "heart_rate", "rr_intervals_ms")
+_RR_SEPARATORS = re.compile(r"[\s;]+")
+_DEVICE_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.:@-]")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedSample:
+    """One heart-rate reading as the file has it."""
+
+    timestamp: datetime  # UTC
+    measurement: Measurement
+
+
+@dataclass(frozen=True, slots=True)
+class BadRow:
+    """A CSV row that was skipped, and why."""
+
+    line: int
+    text: str
+    reason: str
+
+
+@dataclass
+class Recording:
+    """What a file yielded: the readable samples, what was skipped, and any damage at the end."""
+
+    samples: list[RecordedSample] = field(default_factory=list)
+    bad_rows: list[BadRow] = field(default_factory=list)
+    records_without_heart_rate: int = 0
+    damage: str | None = None  # why reading stopped early (truncated or corrupt file)
+
+
+def read_recording(path: Path) -> Recording:
+    """Read a .fit or .csv file (blocking; sources call it in a thread). ReplayError if unusable."""
+    suffix = path.suffix.lower()
+    if suffix not in REPLAY_SUFFIXES:
+        raise ReplayError(
+            f"{path}: replay reads .fit or .csv files, not {suffix or 'files without a suffix'}",
+            path=str(path),
+        )
+    try:
+        return read_fit(path) if suffix == ".fit" else read_csv(path)
+    except OSError as exc:
+        raise ReplayError(f"cannot read {path}: {exc.strerror or exc}", path=str(path)) from exc
+
+
+def read_fit(path: Path) -> Recording:
+    """Heart-rate records (and RR intervals from ``hrv`` messages) of a FIT file."""
+    recording = Recording()
+    pending_rr: list[float] = []
+    try:
+        with fitdecode.FitReader(
+            str(path),
+            check_crc=fitdecode.CrcCheck.RAISE,
+            error_handling=fitdecode.ErrorHandling.RAISE,
+        ) as reader:
+            for frame in reader:
+                if not isinstance(frame, fitdecode.FitDataMessage):
+                    continue
+                if frame.name == "hrv" and frame.has_field("time"):
+                    # Raw values are whole milliseconds (the profile scales them to seconds).
+                    raw = frame.get_field("time").raw_value
+                    values = raw if isinstance(raw, tuple | list) else (raw,)
+                    pending_rr.extend(float(value) for value in values if value is not None)
+                elif frame.name == "record":
+                    timestamp = frame.get_value("timestamp", fallback=None)
+                    heart_rate = frame.get_value("heart_rate", fallback=None)
+                    if timestamp is None or heart_rate is None:
+                        recording.records_without_heart_rate += 1
+                        continue
+                    measurement = Measurement(int(heart_rate), None, None, tuple(pending_rr))
+                    recording.samples.append(RecordedSample(_as_utc(timestamp), measurement))
+                    pending_rr = []
+    except fitdecode.FitEOFError as exc:
+        recording.damage = f"the file is truncated ({exc})"
+    except fitdecode.FitCRCError as exc:
+        recording.damage = f"a checksum does not match, the file is corrupt ({exc})"
+    except fitdecode.FitHeaderError as exc:
+        recording.damage = f"a FIT header is corrupt ({exc})"
+    except fitdecode.FitError as exc:
+        recording.damage = f"the FIT data cannot be decoded ({exc})"
+    return recording
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def read_csv(path: Path) -> Recording:
+    """Rows of ``timestamp,heart_rate[,rr_intervals_ms]``; bad ones become :class:`BadRow`."""
+    recording = Recording()
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        columns: dict[str, int] | None = None
+        positional = False  # no header: exactly timestamp,heart_rate[,rr_intervals_ms]
+        previous: tuple[int, datetime] | None = None
+        for row in reader:
+            line = reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue
+            if columns is None:
+                columns = _header_columns(row, path)
+                if columns is not None:
+                    continue
+                columns = {name: index for index, name in enumerate(_CSV_COLUMNS)}
+                positional = True
+            try:
+                sample = _csv_sample(row, columns, positional)
+                if previous is not None and sample.timestamp < previous[1]:
+                    raise ValueError(f"timestamp goes back in time (before line {previous[0]}'s)")
+            except ValueError as exc:
+                bad = BadRow(line, ",".join(row), str(exc))
+                logger.warning("%s line %d skipped: %s (%r)", path.name, line, bad.reason, bad.text)
+                recording.bad_rows.append(bad)
+                continue
+            previous = (line, sample.timestamp)
+            recording.samples.append(sample)
+    return recording
+
+
+def _header_columns(row: list[str], path: Path) -> dict[str, int] | None:
+    """Column positions named by a header row; None when the first row is data."""
+    names = [cell.strip().lower() for cell in row]
+    if "timestamp" not in names and "heart_rate" not in names:
+        return None
+    missing = [name for name in _CSV_COLUMNS[:2] if name not in names]
+    if missing:
+        raise ReplayError(
+            f"{path}: the header row lacks column(s) {', '.join(missing)}: {','.join(row)}",
+            path=str(path),
+        )
+    return {name: names.index(name) for name in _CSV_COLUMNS if name in names}
+
+
+def _csv_sample(row: list[str], columns: dict[str, int], positional: bool) -> RecordedSample:
+    if positional and len(row) not in (2, 3):
+        raise ValueError(f"expected timestamp,heart_rate[,rr_intervals_ms], got {len(row)} columns")
+    if len(row) <= max(columns["timestamp"], columns["heart_rate"]):
+        raise ValueError("row has fewer columns than the header")
+    timestamp = _parse_timestamp(row[columns["timestamp"]].strip())
+    text = row[columns["heart_rate"]].strip()
+    try:
+        heart_rate = int(text)
+    except ValueError:
+        raise ValueError(f"heart_rate {text!r} is not a whole number of bpm") from None
+    if not 0 <= heart_rate <= 0xFFFF:
+        raise ValueError(f"heart_rate {heart_rate} is outside 0..65535 bpm")
+    rr: tuple[float, ...] = ()
+    rr_column = columns.get("rr_intervals_ms")
+    if rr_column is not None and rr_column < len(row) and row[rr_column].strip():
+        rr = _parse_rr(row[rr_column].strip())
+    return RecordedSample(timestamp, Measurement(heart_rate, None, None, rr))
+
+
+def _parse_timestamp(text: str) -> datetime:
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(seconds):
+            raise ValueError(f"timestamp {text!r} is not a time")
+        return datetime.fromtimestamp(seconds, UTC)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"timestamp {text!r} is neither ISO-8601 (2026-11-29T06:10:00.123Z) nor Unix seconds"
+        ) from None
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no UTC offset (add Z or +00:00)")
+    return moment.astimezone(UTC)
+
+
+def _parse_rr(text: str) -> tuple[float, ...]:
+    values: list[float] = []
+    for part in _RR_SEPARATORS.split(text):
+        try:
+            value = float(part)
+        except ValueError:
+            raise ValueError(f"RR interval {part!r} is not a number of ms") from None
+        if not (math.isfinite(value) and 0 < value <= 64000):
+            raise ValueError(f"RR interval {part} ms is outside (0, 64000] ms")
+        values.append(value)
+    return tuple(values)
+
+
+class ReplaySource(HeartRateSource):
+    """A recorded session played back with its original spacing, ``speed`` times faster.
+
+    ``speed=None`` replays as fast as the consumer takes it. Samples keep the file's timestamps
+    unless ``retime`` is set: then the whole session is shifted to start now (at real time or
+    slower) or to end by now (faster), never into the future. ``duration_s`` keeps only the
+    first seconds of the recording.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        athlete_id: str = DEFAULT_ATHLETE_ID,
+        session_id: str | None = None,
+        speed: float | None = 1.0,
+        duration_s: float | None = None,
+        retime: bool = False,
+    ) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.speed = speed
+        self.duration_s = duration_s
+        self.retime = retime
+        device_id = "replay:" + _DEVICE_ID_UNSAFE.sub("_", self.path.name)
+        self.session = Session(athlete_id, device_id[:128], session_id)
+        self.bad_rows: list[BadRow] = []
+        self.records_without_heart_rate = 0
+
+    async def _produce(self) -> None:
+        recording = await asyncio.to_thread(read_recording, self.path)
+        self.bad_rows = recording.bad_rows
+        self.records_without_heart_rate = recording.records_without_heart_rate
+        samples = recording.samples
+        if not samples and recording.damage is None:
+            raise ReplayError(
+                f"{self.path} holds no heart-rate samples"
+                + (f" ({len(self.bad_rows)} bad rows skipped)" if self.bad_rows else ""),
+                path=str(self.path),
+            )
+        session = self.session
+        replayed = 0
+        if samples:
+            first = samples[0].timestamp
+            shift = timedelta(0)
+            if self.retime:
+                span_s = (samples[-1].timestamp - first).total_seconds()
+                if self.duration_s is not None:
+                    span_s = min(span_s, self.duration_s)
+                shift = session_start(span_s, self.speed) - first
+            detail = f"replaying {self.path.name}: {len(samples)} samples"
+            if self.bad_rows:
+                detail += f", {len(self.bad_rows)} bad rows skipped"
+            await self._emit(session.event("connected", to_utc_ms(first + shift), detail))
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            for sample in samples:
+                offset_s = (sample.timestamp - first).total_seconds()
+                if self.duration_s is not None and offset_s > self.duration_s:
+                    break
+                if self.speed is not None:
+                    delay = started + offset_s / self.speed - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                elif replayed % 256 == 0:
+                    await asyncio.sleep(0)
+                received_at = to_utc_ms(sample.timestamp + shift)
+                for item in session.items(sample.measurement, received_at):
+                    await self._emit(item)
+                replayed += 1
+            end = to_utc_ms(samples[replayed - 1].timestamp + shift)
+            await self._emit(session.event("disconnected", end, "end of recording"))
+        if recording.damage is not None:
+            raise ReplayError(
+                f"{self.path}: {recording.damage}; {replayed} heart-rate sample(s) before the "
+                "damage were replayed",
+                path=str(self.path),
+            )
