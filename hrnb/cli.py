@@ -77,6 +77,20 @@ def _print_stack(result: Any, *, as_json: bool) -> None:
     print("stack healthy" if result.healthy else "stack NOT healthy")
 
 
+# --- scan --------------------------------------------------------------------------------------
+def _scan(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from hrnb.sources import describe_devices, scan
+
+    if args.timeout <= 0:
+        raise ConfigError(f"--timeout must be positive, got {args.timeout}", setting="timeout")
+    print(f"scanning {args.timeout:g} s for heart-rate devices ...", file=sys.stderr)
+    devices = asyncio.run(scan(args.timeout))
+    print(describe_devices(devices))
+    return 0 if devices else 1
+
+
 # --- query -------------------------------------------------------------------------------------
 def _query(args: argparse.Namespace, settings: Settings) -> int:
     from hrnb import metrics, query
@@ -132,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     stat = local_commands.add_parser("status", help="what runs, where, and its logs")
     stat.add_argument("--json", action="store_true", help="print one JSON object")
     stat.set_defaults(handler=_local_status)
+    scan = commands.add_parser("scan", help="list watches advertising heart rate (0x180D)")
+    scan.add_argument("--timeout", type=float, default=5.0, help="seconds to listen (5)")
+    scan.set_defaults(handler=_scan)
+
     from hrnb.query import QUERY_NAMES
 
     ask = commands.add_parser("query", help="recent heart rate from OpenSearch, as a table")
