@@ -1,0 +1,154 @@
+"""Fixtures for the Lambda consumer: the built zips, a worker running them, indices, real events.
+
+Events are built from records written to and read back from the emulated stream, then run by
+the packaged handler in a worker process, exactly as the local event source mapping does.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lambda_helpers import ROLE_ARN, Indices
+
+from hrnb.config import Settings
+from hrnb.esm import KinesisEvent, kinesis_event, store_local_code, unpacked_code
+from hrnb.index_schema import dead_letter_template, index_template
+from hrnb.lambda_worker import FunctionSpec, LambdaWorker, find_runtime_python
+from infra_scripts.build_lambda import BuildResult, build
+
+
+@pytest.fixture(scope="session")
+def lambda_build(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
+    """The function zip and both layers, built once per test session."""
+    return build(tmp_path_factory.mktemp("lambda-build"))
+
+
+@dataclass(frozen=True)
+class UnpackedCode:
+    state_dir: Path
+    task_root: Path
+    layer_root: Path
+
+
+@pytest.fixture(scope="session")
+def unpacked(lambda_build: BuildResult, tmp_path_factory: pytest.TempPathFactory) -> UnpackedCode:
+    """The zips as the poller finds them: stored by sha256, checked, unpacked."""
+    state_dir = tmp_path_factory.mktemp("state")
+    settings = Settings.from_env(state_dir=state_dir)
+    for artifact in (lambda_build.function, lambda_build.layer("x86_64")):
+        store_local_code(settings, artifact.path.read_bytes())
+    return UnpackedCode(
+        state_dir=state_dir,
+        task_root=unpacked_code(state_dir, lambda_build.function.code_sha256),
+        layer_root=unpacked_code(state_dir, lambda_build.layer("x86_64").code_sha256),
+    )
+
+
+@pytest.fixture(scope="session")
+def runtime_python() -> str:
+    return find_runtime_python("python3.12") or sys.executable
+
+
+@pytest.fixture
+def indices(opensearch: Any, unique_name: Callable[[str], str]) -> Iterator[Indices]:
+    """A heart-rate index and its dead-letter index with the production templates."""
+    name = unique_name("hr-test")
+    names = Indices(name=name, dlq=f"{name}-dlq")
+    opensearch.indices.put_index_template(name=names.name, body=index_template(names.name))
+    opensearch.indices.put_index_template(name=names.dlq, body=dead_letter_template(names.dlq))
+    yield names
+    opensearch.indices.delete(index=f"{names.name},{names.dlq}", ignore_unavailable=True)
+    for template in (names.name, names.dlq):
+        opensearch.indices.delete_index_template(name=template)
+
+
+WorkerFactory = Callable[..., LambdaWorker]
+
+
+@pytest.fixture
+def start_worker(
+    unpacked: UnpackedCode, runtime_python: str, tmp_path: Path
+) -> Iterator[WorkerFactory]:
+    """Start workers running the packaged handler; each is stopped after the test."""
+    workers: list[LambdaWorker] = []
+
+    def start(environment: Mapping[str, str], *, with_layer: bool = True,
+              timeout_s: float = 30.0) -> LambdaWorker:
+        spec = FunctionSpec(
+            function_name="hrnb-test-indexer",
+            function_arn="arn:aws:lambda:ap-south-1:123456789012:function:hrnb-test-indexer",
+            handler="handler.lambda_handler",
+            task_root=unpacked.task_root,
+            layer_roots=(unpacked.layer_root,) if with_layer else (),
+            python=runtime_python,
+            environment=dict(environment),
+            timeout_s=timeout_s,
+        )
+        worker = LambdaWorker(spec, log_path=tmp_path / f"function-{len(workers)}.log")
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.close()
+
+
+@dataclass(frozen=True)
+class StreamBatch:
+    """Records put on a real (emulated) stream and read back, as the poller sees them."""
+
+    stream_arn: str
+    shard_id: str
+    records: list[dict[str, Any]]  # GetRecords entries
+
+    def event(self, records: Sequence[dict[str, Any]] | None = None) -> KinesisEvent:
+        return kinesis_event(
+            self.records if records is None else records, shard_id=self.shard_id,
+            stream_arn=self.stream_arn, region="ap-south-1", role_arn=ROLE_ARN,
+        )
+
+
+StreamWriter = Callable[[Sequence[bytes]], StreamBatch]
+
+
+@pytest.fixture
+def through_stream(
+    make_aws_client: Callable[..., Any], unique_name: Callable[[str], str]
+) -> Iterator[StreamWriter]:
+    """Put payloads on a fresh one-shard stream and read them back off it."""
+    kinesis = make_aws_client("kinesis")
+    created: list[str] = []
+
+    def write(payloads: Sequence[bytes]) -> StreamBatch:
+        name = unique_name("hr-test-stream")
+        kinesis.create_stream(StreamName=name, ShardCount=1)
+        created.append(name)
+        kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.2})
+        for start in range(0, len(payloads), 500):
+            chunk = payloads[start:start + 500]
+            answer = kinesis.put_records(StreamName=name, Records=[
+                {"Data": data, "PartitionKey": "athlete-1"} for data in chunk])
+            assert answer["FailedRecordCount"] == 0
+        summary = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+        shard_id = kinesis.list_shards(StreamName=name)["Shards"][0]["ShardId"]
+        iterator = kinesis.get_shard_iterator(
+            StreamName=name, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        records: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 30
+        while len(records) < len(payloads) and time.monotonic() < deadline:
+            page = kinesis.get_records(ShardIterator=iterator, Limit=10000)
+            records += page["Records"]
+            iterator = page["NextShardIterator"]
+        assert len(records) == len(payloads)
+        return StreamBatch(summary["StreamARN"], shard_id, records)
+
+    yield write
+    for name in created:
+        kinesis.delete_stream(StreamName=name, EnforceConsumerDeletion=True)

@@ -1,0 +1,50 @@
+"""Constants and small helpers for the Lambda tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from hrnb.config import Settings
+from hrnb.records import Record, encode_record, make_record
+
+#: Keys the tests sign with; the gateway knows them, the logs must never show them.
+ACCESS_KEY = "ASIAHRNBTESTKEY00001"
+SECRET_KEY = "hrnb-test-secret-7f3a9c0e5b"
+SESSION_TOKEN = "hrnb-test-session-token-0c5d1e"
+ROLE_ARN = "arn:aws:iam::123456789012:role/hrnb-test-indexer"
+
+
+@dataclass(frozen=True)
+class Indices:
+    name: str
+    dlq: str
+
+
+def handler_environment(settings: Settings, endpoint: str, indices: Indices,
+                        **extra: str) -> dict[str, str]:
+    return {
+        "OPENSEARCH_ENDPOINT": endpoint,
+        "INDEX_NAME": indices.name,
+        "DLQ_INDEX_NAME": indices.dlq,
+        "HR_ALERT_THRESHOLD": "150",
+        "AWS_REGION": settings.region,
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_SESSION_TOKEN": SESSION_TOKEN,
+        **extra,
+    }
+
+
+def good_record(session: str, seq: int, heart_rate: int = 120, *,
+                at: datetime | None = None) -> Record:
+    return make_record(
+        athlete_id="athlete-1", session_id=session, device_id="strap-1", seq=seq,
+        timestamp=(at or datetime.now(UTC)) - timedelta(seconds=30) + timedelta(milliseconds=seq),
+        heart_rate=heart_rate, rr_intervals_ms=(60000 / heart_rate,), sensor_contact=True,
+    )
+
+
+def encoded(records: Sequence[Record]) -> list[bytes]:
+    return [encode_record(record) for record in records]
