@@ -73,6 +73,9 @@ def _print_stack(result: Any, *, as_json: bool) -> None:
               f"{service.version or ''}  ({pid}{rss})")
         if service.log_path:
             print(f"{'':<11} log: {service.log_path}")
+        if service.name == "poller" and service.detail:
+            for line in service.detail.splitlines():
+                print(f"{'':<11} {line}")
     print(f"state directory: {result.state_dir}")
     print("stack healthy" if result.healthy else "stack NOT healthy")
 

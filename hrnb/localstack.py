@@ -531,13 +531,13 @@ def _opensearch_status(settings: Settings, paths: _Paths) -> ServiceStatus:
 
 def _poller_status(settings: Settings, paths: _Paths) -> ServiceStatus:
     pid = _read_pid(paths, POLLER)
-    status_file = paths.state / "esm" / "status.json"
     detail = ""
-    if status_file.exists():
-        try:
-            detail = status_file.read_text()
-        except OSError:
-            detail = ""
+    if _poller_available():
+        from hrnb import esm
+
+        report = esm.read_status(paths.state)
+        if report is not None:
+            detail = "\n".join(esm.status_lines(report))
     return ServiceStatus(
         name=POLLER, url=None, healthy=pid is not None, pid=pid, managed=pid is not None,
         log_path=str(paths.log_file(POLLER)), rss_mb=_rss_mb(pid), detail=detail,
