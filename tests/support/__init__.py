@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
@@ -161,15 +162,17 @@ def check_delivery(streamed: Sequence[StreamedRecord], submitted: Iterable[Key])
 
 
 def child_producer_main(argv: Sequence[str]) -> None:
-    """A producer process for crash tests: ``ENDPOINT STREAM SPOOL ATHLETES COUNT SESSION``.
+    """A producer process for crash tests: ``ENDPOINT STREAM SPOOL ATHLETES COUNT SESSION PAUSE``.
 
     Submits COUNT records per athlete, round robin, about 200 a second, printing
-    ``submitted N`` after each round; then prints ``done`` and waits to be killed.
+    ``submitted N`` after each round. After PAUSE rounds it prints ``paused`` and waits for a
+    line on stdin (the test breaks the network meanwhile); at the end it prints ``done`` and
+    waits to be killed.
     """
     from hrnb.config import Settings
     from hrnb.producer import KinesisProducer, kinesis_client
 
-    endpoint, stream_name, spool_path, athletes, count, session = argv
+    endpoint, stream_name, spool_path, athletes, count, session, pause = argv
     settings = Settings.from_env(target="local", aws_endpoint_url=endpoint)
 
     async def run() -> None:
@@ -179,6 +182,9 @@ def child_producer_main(argv: Sequence[str]) -> None:
         await producer.start()
         submitted = 0
         for seq in range(int(count)):
+            if seq == int(pause):
+                print("paused", flush=True)
+                await asyncio.to_thread(sys.stdin.readline)
             for athlete in range(int(athletes)):
                 producer.submit(make_test_record(f"athlete-{athlete}", session, seq))
                 submitted += 1

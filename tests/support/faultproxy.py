@@ -19,7 +19,8 @@ Faults act on requests (except :class:`Refuse`, which closes the listening socke
 connections get ECONNREFUSED, and drops kept-alive ones at their next request). ``match``
 restricts a fault to some requests (``kinesis_operation("PutRecords")``, ``path_matches(...)``);
 ``probability`` and ``times`` make it intermittent or short-lived. Everything is thread-safe:
-switch faults from the test while clients run.
+switch faults from the test while clients run. Request bodies need a Content-Length (boto3 and
+opensearch-py send one); answers are re-framed with their own Content-Length.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import json
 import random
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -238,9 +240,8 @@ class FaultProxy:
 
     # --- internals --------------------------------------------------------------------------
     def _listen(self) -> None:
-        server = ThreadingHTTPServer(("127.0.0.1", self._port), _Handler)
-        server.daemon_threads = True
-        server.proxy = self  # type: ignore[attr-defined]
+        server = _Server(("127.0.0.1", self._port), _Handler)
+        server.proxy = self
         self._port = server.server_address[1]
         thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
@@ -312,7 +313,19 @@ class FaultProxy:
             connection.close()
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    proxy: FaultProxy
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (timeout, reset) is part of the game: no traceback."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
     protocol_version = "HTTP/1.1"
 
     def setup(self) -> None:
@@ -330,7 +343,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_GET
 
     def _handle(self) -> None:
-        proxy: FaultProxy = self.server.proxy  # type: ignore[attr-defined]
+        proxy = self.server.proxy
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
         request = RequestInfo(
