@@ -94,6 +94,37 @@ def _scan(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if devices else 1
 
 
+# --- stream ------------------------------------------------------------------------------------
+def _speed(text: str) -> float | None:
+    """``--speed``: a factor such as 1, 10 or 0.5, or ``max`` for as fast as possible."""
+    if text == "max":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'max', got {text!r}") from None
+
+
+def _stream(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from hrnb import streaming
+
+    options = streaming.parse_stream_options(
+        args.source, duration_s=args.duration, athletes=args.athletes, athlete_id=args.athlete,
+        rate_hz=args.rate, speed=args.speed, seed=args.seed, flush_timeout_s=args.flush_timeout,
+        spool_path=args.spool,
+    )
+
+    def show(progress: streaming.StreamProgress) -> None:
+        print("\r" + streaming.format_progress(progress), end="", file=sys.stderr, flush=True)
+
+    summary = asyncio.run(streaming.run_stream(options, settings, on_progress=show))
+    print(file=sys.stderr)
+    print(streaming.format_summary(summary))
+    return 0 if summary.complete else 1
+
+
 # --- query -------------------------------------------------------------------------------------
 def _query(args: argparse.Namespace, settings: Settings) -> int:
     from hrnb import metrics, query
@@ -152,6 +183,22 @@ def build_parser() -> argparse.ArgumentParser:
     scan = commands.add_parser("scan", help="list watches advertising heart rate (0x180D)")
     scan.add_argument("--timeout", type=float, default=5.0, help="seconds to listen (5)")
     scan.set_defaults(handler=_scan)
+
+    stream = commands.add_parser("stream", help="stream heart rate to Kinesis")
+    stream.add_argument("--source", default="simulated",
+                        help="simulated | emulated | ble[:ADDRESS_OR_NAME] | replay:FILE")
+    stream.add_argument("--duration", type=float, help="seconds (default: until Ctrl-C or EOF)")
+    stream.add_argument("--athletes", type=int, help="simulated athletes (default 1)")
+    stream.add_argument("--athlete", "--athlete-id", dest="athlete", help="athlete id")
+    stream.add_argument("--rate", "--rate-hz", dest="rate", type=float,
+                        help="samples per second per athlete (default 1)")
+    stream.add_argument("--speed", type=_speed, default=1.0,
+                        help="replay/simulation speed factor, or 'max' (default 1)")
+    stream.add_argument("--seed", type=int, help="random seed of the simulated athletes")
+    stream.add_argument("--flush-timeout", type=float, default=30.0,
+                        help="seconds to wait for Kinesis at the end (default 30)")
+    stream.add_argument("--spool", help="spool file (default: in the state directory)")
+    stream.set_defaults(handler=_stream)
 
     from hrnb.query import QUERY_NAMES
 

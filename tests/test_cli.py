@@ -17,7 +17,7 @@ def _hrnb(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
 def test_version_and_help() -> None:
     assert _hrnb("--version").stdout.startswith("hrnb ")
     result = _hrnb("--help")
-    for command in ("local", "scan", "query"):
+    for command in ("local", "scan", "stream", "query"):
         assert command in result.stdout
 
 
@@ -31,6 +31,10 @@ def test_version_and_help() -> None:
         (("query", "recent", "--minutes", "0"), {}, "--minutes must be positive"),
         (("query", "zones", "--resting-hr", "50"), {}, "--resting-hr needs --max-hr"),
         (("--region", "moon-1", "local", "status"), {}, "region 'moon-1'"),
+        (("stream", "--athletes", "0"), {}, "--athletes must be a whole number"),
+        (("stream", "--speed", "fast"), {}, "--speed: expected a number or 'max'"),
+        (("stream", "--source", "replay:/no/such.fit"), {}, "no such file /no/such.fit"),
+        (("stream", "--source", "carrier-pigeon"), {}, "--source"),
     ],
 )
 def test_bad_input_is_named(args: tuple[str, ...], env: dict[str, str], needle: str) -> None:
