@@ -1,0 +1,112 @@
+"""A workbench of its own for tests that run the notebooks: a unique prefix and index, a state
+directory (spool, code store, checkpoints), the Lambda built from this checkout, and a local
+event source mapping poller for this prefix's function. The notebooks' kernels find the state
+directory through ``HRNB_STATE_DIR``, as a user's would.
+
+Shared by ``tests/notebooks`` and ``tests/browser``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from hrnb import provision
+from hrnb.config import Settings
+from hrnb.notebooks import notebook_path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:  # infra_scripts is not an installed package
+    sys.path.insert(0, str(REPO_ROOT))
+
+from infra_scripts.build_lambda import build  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Workbench:
+    """Settings and notebook parameters of one test run's own pipeline."""
+
+    settings: Settings
+    build_dir: Path
+    poller_log: Path
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """What every notebook needs to find this run's resources."""
+        return {"target": "local", "prefix": self.settings.prefix,
+                "index_name": self.settings.index_name}
+
+    def setup_parameters(self, **more: Any) -> dict[str, Any]:
+        return {**self.parameters, "build_dir": str(self.build_dir), **more}
+
+
+@contextmanager
+def provisioned_workbench(settings: Settings, directory: Path) -> Iterator[Workbench]:
+    """A fresh prefix with its own poller; whatever the notebooks create is torn down after."""
+    prefix = f"nb{uuid.uuid4().hex[:8]}"
+    own = settings.with_overrides(prefix=prefix, index_name=f"{prefix}-hr",
+                                  dlq_index_name=f"{prefix}-hr-dlq",
+                                  state_dir=directory / "state")
+    build_dir = directory / "lambda"
+    build(build_dir)
+    poller_log = directory / "esm.log"
+    with pytest.MonkeyPatch.context() as patch, poller_log.open("ab") as log:
+        patch.setenv("HRNB_STATE_DIR", str(own.state_dir))
+        poller = subprocess.Popen(
+            [sys.executable, "-m", "hrnb.esm", "--state-dir", str(own.state_dir),
+             "--aws-endpoint-url", str(own.resolved_aws_endpoint_url), "--region", own.region,
+             "--function", own.function_name],
+            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+        )
+        try:
+            yield Workbench(own, build_dir, poller_log)
+        finally:
+            stop_group(poller)
+            if provision.remaining_resources(own):
+                provision.teardown(own)
+
+
+def stop_group(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """SIGTERM the process group this test started, SIGKILL it if it lingers."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:  # the function's worker process, if any
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def source_notebook(name: str) -> Path:
+    return notebook_path(name, REPO_ROOT / "notebooks")
+
+
+def plotly_array(value: Any) -> list[Any]:
+    """A trace array from a figure's JSON: plotly writes numeric arrays as base64 typed
+    arrays (``{"dtype": "i2", "bdata": ...}``)."""
+    if isinstance(value, Mapping) and "bdata" in value:
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).tolist()
+    return list(value)
