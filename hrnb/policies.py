@@ -1,0 +1,262 @@
+"""IAM and OpenSearch security documents for the indexer, as pure functions, plus the checker
+that keeps them least-privilege.
+
+Why apart from provisioning: the documents decide what a stolen Lambda credential could do, so
+they are built from names alone and checked by plain tests, with no AWS call in sight.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Sequence
+from typing import Any, NotRequired, TypedDict
+
+POLICY_VERSION = "2012-10-17"
+
+#: What the Lambda service needs to read a Kinesis stream through an event source mapping.
+KINESIS_READ_ACTIONS = (
+    "kinesis:DescribeStream",
+    "kinesis:DescribeStreamSummary",
+    "kinesis:GetRecords",
+    "kinesis:GetShardIterator",
+    "kinesis:ListShards",
+)
+#: The log group is created by set-up, so the function only writes streams and events into it.
+LOG_WRITE_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
+#: ``_bulk`` is a POST; PUT covers single-document writes.
+OPENSEARCH_WRITE_ACTIONS = ("es:ESHttpPost", "es:ESHttpPut")
+
+
+class Statement(TypedDict):
+    """One IAM policy statement (only the keys hrnb writes)."""
+
+    Sid: NotRequired[str]
+    Effect: str
+    Action: str | list[str]
+    Resource: NotRequired[str | list[str]]
+    Principal: NotRequired[dict[str, Any] | str]
+    Condition: NotRequired[dict[str, Any]]
+
+
+class PolicyDocument(TypedDict):
+    """An IAM policy document."""
+
+    Version: str
+    Statement: list[Statement]
+
+
+def partition_for(region: str) -> str:
+    """The ARN partition of a region (``aws``, ``aws-cn`` or ``aws-us-gov``)."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def stream_arn(partition: str, region: str, account_id: str, stream_name: str) -> str:
+    return f"arn:{partition}:kinesis:{region}:{account_id}:stream/{stream_name}"
+
+
+def log_group_arn(partition: str, region: str, account_id: str, log_group_name: str) -> str:
+    """The ARN of a log group's streams (``:*``), which is what CreateLogStream and
+    PutLogEvents are authorised against."""
+    return f"arn:{partition}:logs:{region}:{account_id}:log-group:{log_group_name}:*"
+
+
+def domain_arn(partition: str, region: str, account_id: str, domain_name: str) -> str:
+    return f"arn:{partition}:es:{region}:{account_id}:domain/{domain_name}"
+
+
+def index_resources(domain: str, index_names: Iterable[str]) -> list[str]:
+    """HTTP-path resources of a domain for the given indices and everything below them
+    (``<domain-arn>/heart_rate*`` covers ``/heart_rate/_bulk`` and ``/heart_rate-dlq/_doc/1``);
+    an index whose name another one's pattern already covers adds nothing."""
+    patterns: list[str] = []
+    for name in sorted(set(index_names), key=len):
+        if not any(fnmatch.fnmatchcase(name, f"{kept}*") for kept in patterns):
+            patterns.append(name)
+    return [f"{domain}/{name}*" for name in patterns]
+
+
+def lambda_trust_policy() -> PolicyDocument:
+    """Only the Lambda service may assume the indexer role."""
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "lambda.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+
+
+def indexer_role_policy(
+    *,
+    stream: str,
+    log_group: str,
+    domain: str,
+    index_names: Sequence[str],
+) -> PolicyDocument:
+    """The indexer's inline policy: read one stream, write one log group, write the heart-rate
+    and dead-letter indices of one domain. Arguments are ARNs (``log_group`` as from
+    :func:`log_group_arn`) and index names."""
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Sid": "ReadHeartRateStream",
+                "Effect": "Allow",
+                "Action": list(KINESIS_READ_ACTIONS),
+                "Resource": stream,
+            },
+            {
+                "Sid": "WriteOwnLogGroup",
+                "Effect": "Allow",
+                "Action": list(LOG_WRITE_ACTIONS),
+                "Resource": log_group,
+            },
+            {
+                "Sid": "WriteHeartRateIndices",
+                "Effect": "Allow",
+                "Action": list(OPENSEARCH_WRITE_ACTIONS),
+                "Resource": index_resources(domain, index_names),
+            },
+        ],
+    }
+
+
+def domain_access_policy(
+    *,
+    domain: str,
+    indexer_role_arn: str,
+    index_names: Sequence[str],
+    operator_cidrs: Sequence[str] = (),
+) -> PolicyDocument:
+    """The domain's resource policy.
+
+    The indexer role is admitted explicitly for its writes. The second statement lets requests
+    reach the domain so that fine-grained access control decides: the internal master user
+    (HTTP basic auth, also the Dashboards login) sends unsigned requests, which an IAM-only
+    policy would refuse. ``operator_cidrs`` narrows that statement to the given source
+    addresses; AWS documents this open-to-FGAC shape for internal-user-database domains.
+    """
+    gate: Statement = {
+        "Sid": "FineGrainedAccessControlDecides",
+        "Effect": "Allow",
+        "Principal": {"AWS": "*"},
+        "Action": "es:ESHttp*",
+        "Resource": f"{domain}/*",
+    }
+    if operator_cidrs:
+        gate["Condition"] = {"IpAddress": {"aws:SourceIp": list(operator_cidrs)}}
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Sid": "IndexerWrites",
+                "Effect": "Allow",
+                "Principal": {"AWS": indexer_role_arn},
+                "Action": list(OPENSEARCH_WRITE_ACTIONS),
+                "Resource": index_resources(domain, index_names),
+            },
+            gate,
+        ],
+    }
+
+
+# --- OpenSearch security plugin (fine-grained access control) --------------------------------
+def security_writer_role(index_names: Sequence[str]) -> dict[str, Any]:
+    """Security-plugin role for the indexer: bulk-write and create the heart-rate indices."""
+    return {
+        "description": "hrnb indexer: write heart-rate and dead-letter documents",
+        "cluster_permissions": ["indices:data/write/bulk"],
+        "index_permissions": [
+            {
+                "index_patterns": sorted({f"{name}*" for name in index_names}),
+                "allowed_actions": ["write", "create_index"],
+            }
+        ],
+    }
+
+
+def security_reader_role(index_names: Sequence[str]) -> dict[str, Any]:
+    """Security-plugin role for the operator's IAM identity: read and search heart-rate data."""
+    return {
+        "description": "hrnb operator: query heart-rate and dead-letter documents",
+        "cluster_permissions": ["cluster_composite_ops_ro"],
+        "index_permissions": [
+            {
+                "index_patterns": sorted({f"{name}*" for name in index_names}),
+                "allowed_actions": ["read"],
+            }
+        ],
+    }
+
+
+def security_role_mapping(principal_arn: str) -> dict[str, Any]:
+    """Map an IAM principal to a security-plugin role. Roles (also assumed-role sessions, given
+    as their role ARN) are backend roles; IAM users are users."""
+    if ":user/" in principal_arn:
+        return {"backend_roles": [], "hosts": [], "users": [principal_arn]}
+    return {"backend_roles": [principal_arn], "hosts": [], "users": []}
+
+
+def iam_principal_arn(caller_arn: str) -> str:
+    """The IAM ARN that fine-grained access control sees for a caller: an assumed-role session
+    ``arn:aws:sts::1:assumed-role/Name/session`` becomes ``arn:aws:iam::1:role/Name``."""
+    prefix, _, rest = caller_arn.partition(":assumed-role/")
+    if not rest:
+        return caller_arn
+    partition_and_account = prefix.replace(":sts:", ":iam:", 1)
+    return f"{partition_and_account}:role/{rest.split('/', 1)[0]}"
+
+
+# --- least-privilege checker -----------------------------------------------------------------
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def least_privilege_problems(
+    document: PolicyDocument | dict[str, Any],
+    *,
+    allowed_resources: Iterable[str] | None = None,
+) -> list[str]:
+    """Everything in an identity policy that grants more than it names, one message each.
+
+    Flags: ``NotAction``/``NotResource``/``NotPrincipal`` in an Allow, an action wildcard that
+    spans a whole service (``*``, ``kinesis:*``), ``Resource: "*"``, and with
+    ``allowed_resources`` any resource outside that list. An empty list means the document passes.
+    """
+    problems: list[str] = []
+    allowed = None if allowed_resources is None else set(allowed_resources)
+    statements = _as_list(document.get("Statement"))
+    if not statements:
+        problems.append("policy has no statements")
+    for number, statement in enumerate(statements, start=1):
+        where = f"statement {statement.get('Sid') or number}"
+        if statement.get("Effect") != "Allow":
+            continue
+        for key in ("NotAction", "NotResource", "NotPrincipal"):
+            if key in statement:
+                problems.append(f"{where}: {key} grants everything not listed")
+        actions = _as_list(statement.get("Action"))
+        if not actions:
+            problems.append(f"{where}: no Action")
+        for action in actions:
+            service, _, name = str(action).partition(":")
+            if action == "*" or not name or name == "*":
+                problems.append(f"{where}: action {action!r} grants a whole service")
+        resources = _as_list(statement.get("Resource"))
+        if not resources:
+            problems.append(f"{where}: no Resource")
+        for resource in resources:
+            if resource == "*":
+                problems.append(f"{where}: Resource '*' applies to every resource")
+            elif allowed is not None and resource not in allowed:
+                problems.append(f"{where}: resource {resource!r} is not one hrnb owns")
+    return problems
