@@ -125,6 +125,92 @@ def _stream(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if summary.complete else 1
 
 
+# --- setup / teardown ----------------------------------------------------------------------------
+def _artifacts(args: argparse.Namespace, *, required: bool) -> Any:
+    from pathlib import Path
+
+    from hrnb import provision
+    from hrnb.errors import ProvisionError
+
+    try:
+        return provision.LambdaArtifacts.from_build_dir(Path(args.build_dir), args.arch)
+    except ProvisionError:
+        if required:
+            raise
+        return None
+
+
+def _print_steps(steps: Sequence[Any]) -> None:
+    for step in steps:
+        ident = f"  {step.id}" if step.id else ""
+        detail = f"  ({step.detail})" if step.detail else ""
+        print(f"  {step.action:<9} {step.step:<22} {step.resource}{ident}{detail}")
+
+
+def _setup(args: argparse.Namespace, settings: Settings) -> int:
+    from hrnb import provision
+
+    if args.dry_run:
+        plan = provision.plan(settings, _artifacts(args, required=False))
+        print(f"plan for target {plan.target} in {plan.region} (nothing is changed):")
+        _print_steps(plan.steps)
+        cost = plan.cost
+        if plan.billable:
+            print(f"cost on AWS: about ${cost.idle_hourly_usd:.3f}/hour while it exists, "
+                  f"+${cost.streaming_hourly_usd:.3f}/hour while streaming, "
+                  f"about ${cost.monthly_usd:.2f}/month ({cost.price_source}, {cost.price_as_of})")
+        else:
+            print("cost: nothing (the local stack)")
+        return 0
+    report = provision.setup(settings, _artifacts(args, required=True), progress=_progress)
+    _print_steps(report.results)
+    if report.opensearch_url and not settings.is_local:
+        print(f"OpenSearch endpoint: export HRNB_OPENSEARCH_URL={report.opensearch_url}")
+    print("set-up complete" + ("" if report.changed else " (everything was already in place)"))
+    return 0
+
+
+def _teardown(args: argparse.Namespace, settings: Settings) -> int:
+    from hrnb import provision
+
+    def confirm(preview: tuple[Any, ...]) -> bool:
+        print(f"teardown on target {settings.target} in {settings.region} will delete:")
+        _print_steps([step for step in preview if step.action == "deleted"])
+        if args.yes:
+            return True
+        if not sys.stdin.isatty():
+            raise ConfigError("refusing to delete without confirmation: pass --yes",
+                              setting="yes")
+        return input("delete these? [y/N] ").strip().lower() in ("y", "yes")
+
+    report = provision.confirmed_teardown(settings, confirm, progress=_progress)
+    if report is None:
+        print("nothing deleted")
+        return 1
+    _print_steps(report.results)
+    if report.nothing_billable_remains:
+        print("nothing hrnb created remains")
+        return 0
+    print("still there: " + ", ".join(report.remaining))
+    return 1
+
+
+# --- demo ----------------------------------------------------------------------------------------
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from hrnb.demo import run_demo
+    from hrnb.session import format_report
+
+    result = run_demo(settings, build_dir=Path(args.build_dir), out_dir=Path(args.out),
+                      duration_s=args.duration, athletes=args.athletes, progress=_progress)
+    print(format_report(result.summary))
+    print(f"executed notebooks: {', '.join(str(p) for p in result.notebooks)}")
+    print(f"chart exports: {', '.join(str(p) for p in result.exports)}")
+    print("explore it: make lab   (JupyterLab on notebooks/ with the stack up)")
+    return 0
+
+
 # --- query -------------------------------------------------------------------------------------
 def _query(args: argparse.Namespace, settings: Settings) -> int:
     from hrnb import metrics, query
@@ -199,6 +285,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds to wait for Kinesis at the end (default 30)")
     stream.add_argument("--spool", help="spool file (default: in the state directory)")
     stream.set_defaults(handler=_stream)
+
+    setup = commands.add_parser("setup", help="provision stream, role, domain, index, Lambda")
+    setup.add_argument("--dry-run", action="store_true", help="show the plan and its cost only")
+    setup.add_argument("--build-dir", default="build/lambda", help="the Lambda build (make lambda)")
+    setup.add_argument("--arch", choices=["x86_64", "arm64"], default="x86_64")
+    setup.set_defaults(handler=_setup)
+    teardown = commands.add_parser("teardown", help="delete everything set-up created")
+    teardown.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    teardown.set_defaults(handler=_teardown)
+    demo = commands.add_parser("demo", help="the main job on the local stack (make demo)")
+    demo.add_argument("--duration", type=float, default=60.0, help="live session seconds (60)")
+    demo.add_argument("--athletes", type=int, default=1, help="simulated athletes (1)")
+    demo.add_argument("--out", default="out", help="where results go (out/)")
+    demo.add_argument("--build-dir", default="build/lambda", help="the Lambda build")
+    demo.set_defaults(handler=_demo)
 
     from hrnb.query import QUERY_NAMES
 

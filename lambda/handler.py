@@ -276,6 +276,8 @@ class Indexer:
         results = helpers.streaming_bulk(
             self.client,
             (delivery.action() for delivery in deliveries),
+            # POST /<index>/_bulk, not /_bulk: the role may only write to heart_rate* paths.
+            index=self.config.index_name,
             chunk_size=_MAX_BULK_ACTIONS,
             max_chunk_bytes=_MAX_BULK_BYTES,
             raise_on_error=False,
