@@ -42,6 +42,7 @@ from hrnb.hrm import (
     HEART_RATE_SERVICE_UUID,
     BodySensorLocation,
 )
+from hrnb.sources.base import cancel_and_wait
 from hrnb.sources.ble import BleakSource
 from hrnb.sources.simulated import SimulatedAthlete
 
@@ -245,13 +246,7 @@ class EmulatedBleakScanner(BaseBleakScanner):
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise
+            await cancel_and_wait(task)
 
     async def _listen(self) -> None:
         while True:
