@@ -218,6 +218,27 @@ def _frame(rows: Iterable[dict[str, Any]], columns: list[str],
     return df
 
 
+def _per_session_body(query: dict[str, Any], aggs: dict[str, Any]) -> dict[str, Any]:
+    """A search body with ``aggs`` per (athlete, session), as composite aggregation
+    ``sessions`` (paged by :func:`_composite`)."""
+    return {
+        "size": 0,
+        "query": query,
+        "aggs": {
+            "sessions": {
+                "composite": {
+                    "size": 500,
+                    "sources": [
+                        {"athlete_id": {"terms": {"field": "athlete_id"}}},
+                        {"session_id": {"terms": {"field": "session_id"}}},
+                    ],
+                },
+                "aggs": aggs,
+            }
+        },
+    }
+
+
 def _composite(
     client: Any, index: str, body: dict[str, Any], name: str
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -380,27 +401,13 @@ def summary(
     were above the alert threshold (one composite aggregation)."""
     name = index_name(index)
     threshold = _threshold(index, threshold_bpm)
-    body = {
-        "size": 0,
-        "query": sample_filter(athlete_id=athlete_id, session_id=session_id, start=start, end=end),
-        "aggs": {
-            "sessions": {
-                "composite": {
-                    "size": 500,
-                    "sources": [
-                        {"athlete_id": {"terms": {"field": "athlete_id"}}},
-                        {"session_id": {"terms": {"field": "session_id"}}},
-                    ],
-                },
-                "aggs": {
-                    "bpm": {"extended_stats": {"field": "heart_rate"}},
-                    "first": {"min": {"field": "timestamp"}},
-                    "last": {"max": {"field": "timestamp"}},
-                    "above": {"filter": {"range": {"heart_rate": {"gt": threshold}}}},
-                },
-            }
-        },
-    }
+    scope = sample_filter(athlete_id=athlete_id, session_id=session_id, start=start, end=end)
+    body = _per_session_body(scope, {
+        "bpm": {"extended_stats": {"field": "heart_rate"}},
+        "first": {"min": {"field": "timestamp"}},
+        "last": {"max": {"field": "timestamp"}},
+        "above": {"filter": {"range": {"heart_rate": {"gt": threshold}}}},
+    })
     buckets, first_body = _composite(client, name, body, "sessions")
     rows = [
         {
@@ -543,28 +550,13 @@ def sessions(
     """One row per athlete and session: time span, samples, seq range (a gap between
     ``samples`` and ``max_seq - min_seq + 1`` is samples never indexed), devices, bpm."""
     name = index_name(index)
-    body = {
-        "size": 0,
-        "query": sample_filter(athlete_id=athlete_id, start=start, end=end),
-        "aggs": {
-            "sessions": {
-                "composite": {
-                    "size": 500,
-                    "sources": [
-                        {"athlete_id": {"terms": {"field": "athlete_id"}}},
-                        {"session_id": {"terms": {"field": "session_id"}}},
-                    ],
-                },
-                "aggs": {
-                    "first": {"min": {"field": "timestamp"}},
-                    "last": {"max": {"field": "timestamp"}},
-                    "seq": {"stats": {"field": "seq"}},
-                    "bpm": {"stats": {"field": "heart_rate"}},
-                    "devices": {"terms": {"field": "device_id", "size": 10}},
-                },
-            }
-        },
-    }
+    body = _per_session_body(sample_filter(athlete_id=athlete_id, start=start, end=end), {
+        "first": {"min": {"field": "timestamp"}},
+        "last": {"max": {"field": "timestamp"}},
+        "seq": {"stats": {"field": "seq"}},
+        "bpm": {"stats": {"field": "heart_rate"}},
+        "devices": {"terms": {"field": "device_id", "size": 10}},
+    })
     buckets, first_body = _composite(client, name, body, "sessions")
     rows = []
     for b in buckets:
@@ -856,26 +848,11 @@ def index_progress(
     """Per athlete and session: documents indexed, highest seq, latest measurement time and
     latest ``ingested_at`` — what the live dashboard's indexed panel shows."""
     name = index_name(index)
-    body = {
-        "size": 0,
-        "query": sample_filter(athlete_id=athlete_id, session_id=session_id),
-        "aggs": {
-            "sessions": {
-                "composite": {
-                    "size": 500,
-                    "sources": [
-                        {"athlete_id": {"terms": {"field": "athlete_id"}}},
-                        {"session_id": {"terms": {"field": "session_id"}}},
-                    ],
-                },
-                "aggs": {
-                    "last_seq": {"max": {"field": "seq"}},
-                    "last_timestamp": {"max": {"field": "timestamp"}},
-                    "last_ingested_at": {"max": {"field": "ingested_at"}},
-                },
-            }
-        },
-    }
+    body = _per_session_body(sample_filter(athlete_id=athlete_id, session_id=session_id), {
+        "last_seq": {"max": {"field": "seq"}},
+        "last_timestamp": {"max": {"field": "timestamp"}},
+        "last_ingested_at": {"max": {"field": "ingested_at"}},
+    })
     buckets, first_body = _composite(client, name, body, "sessions")
     rows = [
         {
