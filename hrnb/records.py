@@ -78,7 +78,8 @@ def parse_timestamp(text: str, *, field: str = "timestamp") -> datetime:
             field=field,
         )
     try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        # The pattern above pins the shape; fromisoformat (C, ~20x strptime) checks the date.
+        return datetime.fromisoformat(text)
     except ValueError:
         raise RecordError(f"{field} is not a real date and time: {text!r}", field=field) from None
 
