@@ -274,7 +274,7 @@ def render(runs: Sequence[Run], cold: dict[str, float], *, records: int, python:
         "Reproduce (needs `hrnb local up`):",
         "",
         "```",
-        "python bench/bench_handler.py --records 3000",
+        "python bench/bench_handler.py --records 5000",
         "```",
         "",
     ]
