@@ -1,0 +1,145 @@
+"""Fixtures of the end-to-end fault suite: a whole pipeline per test on the local stack.
+
+``pipeline(...)`` provisions through :mod:`hrnb.provision` on the local target, exactly as
+``hrnb setup`` does, under a prefix and a state directory of the test's own: the stream, the
+role, the domain in the emulator, the index templates and indices on the OpenSearch node, the
+layer and function from the zips built once per session, and the disabled trigger. Its own
+poller process (``python -m hrnb.esm``) then runs the function from those zips. On request, a
+FaultProxy sits between the producer and the emulator, another between the function and the
+node, and the indices live on a private OpenSearch node that the test may restart. Everything
+is torn down afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from e2e_helpers import Pipeline, PollerProcess, say, wait_until
+from support.faultproxy import FaultProxy
+
+from hrnb import localstack, provision
+from hrnb.clients import aws_client, opensearch_client
+from hrnb.config import Settings
+from infra_scripts.build_lambda import build
+
+PipelineFactory = Callable[..., Pipeline]
+
+
+@pytest.fixture(scope="session")
+def lambda_artifacts(tmp_path_factory: pytest.TempPathFactory) -> provision.LambdaArtifacts:
+    """The function zip and its layer, built once per test session."""
+    out_dir = tmp_path_factory.mktemp("e2e-lambda")
+    build(out_dir)
+    return provision.LambdaArtifacts.from_build_dir(out_dir)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def pipeline(
+    settings: Settings,
+    lambda_artifacts: provision.LambdaArtifacts,
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+) -> Iterator[PipelineFactory]:
+    """A factory of provisioned pipelines, each torn down after the test.
+
+    ``kinesis_proxy``: the producer writes through a FaultProxy in front of the emulator.
+    ``opensearch_proxy``: a FaultProxy class put between the function (its OPENSEARCH_ENDPOINT)
+    and the node. ``private_opensearch``: the indices live on a node of this test's own, on a
+    free port, which the test may stop and start (the shared node serves other tests).
+    """
+    with contextlib.ExitStack() as cleanup:
+
+        def make(*, kinesis_proxy: bool = False,
+                 opensearch_proxy: type[FaultProxy] | None = None,
+                 private_opensearch: bool = False, shards: int = 2) -> Pipeline:
+            prefix = unique_name("e2e")
+            home = tmp_path / prefix
+            home.mkdir()
+            node_settings = settings
+            if private_opensearch:
+                node_settings = settings.with_overrides(
+                    opensearch_port=free_port(), opensearch_url=None,
+                    state_dir=home / "opensearch-node")
+                say(f"private OpenSearch node on {node_settings.resolved_opensearch_url}")
+                cleanup.callback(localstack.down, node_settings, only=(localstack.OPENSEARCH,))
+                localstack.up(node_settings, poller=False, progress=say)
+            node_url = str(node_settings.resolved_opensearch_url)
+            function_url = node_url
+            search_proxy = None
+            if opensearch_proxy is not None:
+                search_proxy = opensearch_proxy(node_url)
+                search_proxy.start()
+                cleanup.callback(search_proxy.stop)
+                function_url = search_proxy.url
+            own = settings.with_overrides(
+                prefix=prefix, index_name=f"{prefix}-hr", dlq_index_name=f"{prefix}-hr-dlq",
+                state_dir=home / "state", stream_shards=shards, opensearch_url=function_url)
+
+            cleanup.callback(_teardown, own, search_proxy)
+            report = provision.setup(own, lambda_artifacts)
+            mapping_uuid = next(step.id for step in report.results if step.step == "trigger")
+            assert mapping_uuid is not None
+            function = aws_client(own, "lambda").get_function_configuration(
+                FunctionName=own.function_name)
+            assert function["Environment"]["Variables"]["OPENSEARCH_ENDPOINT"] == function_url
+            say(f"provisioned {prefix}: {own.stream_name} ({shards} shards) -> "
+                f"{own.function_name} -> {function_url} ({own.index_name})")
+
+            poller = PollerProcess(own, home / "esm.log")
+            cleanup.callback(poller.stop)
+            poller.start()
+            kinesis = aws_client(own, "kinesis")
+            shard_ids = {shard["ShardId"]
+                         for shard in kinesis.list_shards(StreamName=own.stream_name)["Shards"]}
+
+            def iterators_open() -> bool:
+                path = poller.checkpoint_path(mapping_uuid)
+                return path.exists() and shard_ids <= set(_checkpointed_shards(path))
+
+            # The trigger starts at LATEST: only records written after this are delivered.
+            wait_until(iterators_open, timeout_s=60, what="the poller's iterators on every shard")
+
+            producer_settings = own
+            writer_proxy = None
+            if kinesis_proxy:
+                writer_proxy = FaultProxy(str(settings.resolved_aws_endpoint_url))
+                writer_proxy.start()
+                cleanup.callback(writer_proxy.stop)
+                producer_settings = own.with_overrides(aws_endpoint_url=writer_proxy.url)
+            return Pipeline(
+                settings=own,
+                node_settings=node_settings,
+                mapping_uuid=mapping_uuid,
+                poller=poller,
+                search=opensearch_client(node_settings, timeout=30.0),
+                kinesis=kinesis,
+                producer_settings=producer_settings,
+                spool_path=home / "spool.sqlite3",
+                kinesis_proxy=writer_proxy,
+                opensearch_proxy=search_proxy,
+            )
+
+        yield make
+
+
+def _checkpointed_shards(path: Path) -> list[str]:
+    return list(json.loads(path.read_text())["shards"])
+
+
+def _teardown(own: Settings, search_proxy: FaultProxy | None) -> None:
+    """Everything set-up created goes; a fault left on the proxy must not block that."""
+    if search_proxy is not None:
+        search_proxy.clear()
+    report = provision.teardown(own, wait=False)
+    assert not report.remaining, f"teardown left {', '.join(report.remaining)}"
