@@ -182,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         environment={
                             "OPENSEARCH_ENDPOINT": str(settings.resolved_opensearch_url),
                             "INDEX_NAME": index, "DLQ_INDEX_NAME": f"{index}-dlq",
-                            "AWS_REGION": settings.region, "AWS_ACCESS_KEY_ID": "AKIABENCH",
+                            "AWS_REGION": settings.region, "AWS_ACCESS_KEY_ID": "HRNBBENCHKEY",
                             "AWS_SECRET_ACCESS_KEY": "bench-secret",
                             "AWS_SESSION_TOKEN": "bench-token",
                         },

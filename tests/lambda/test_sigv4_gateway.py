@@ -87,7 +87,7 @@ def body_and_hash_tampered(url: str) -> requests.PreparedRequest:
 
 REFUSED: dict[str, tuple[Callable[[str], requests.PreparedRequest], str]] = {
     "unsigned": (unsigned, "missing or malformed SigV4"),
-    "unknown-key": (lambda url: signed(url, key="AKIAUNKNOWNKEY000000"), "invalid"),
+    "unknown-key": (lambda url: signed(url, key="HRNBUNKNOWNKEY000000"), "invalid"),
     "wrong-secret": (lambda url: signed(url, secret="not-the-secret"), "does not match"),
     "wrong-region": (lambda url: signed(url, region="us-east-1"), "credential scope"),
     "no-session-token": (lambda url: signed(url, token=None), "session token"),
