@@ -298,12 +298,11 @@ def _spawn(paths: _Paths, service: str, command: list[str], env: dict[str, str])
 
 def _start_aws(settings: Settings, paths: _Paths) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    # moto tries to run a mapped Lambda in Docker on every Kinesis put, even for a disabled
-    # mapping; with no Docker that costs ~2 ms a record (most of PutRecords, measured in
-    # docs/benchmarks/pipeline.md). An unusable DOCKER_HOST makes it fail at once; hrnb.esm
-    # runs the function instead.
+    # hrnb.emulator skips moto's Docker attempt for disabled mappings; should a user enable one,
+    # an unusable DOCKER_HOST makes that attempt fail at once (hrnb.esm runs the function).
     env["DOCKER_HOST"] = "none://"
-    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(settings.aws_port)]
+    command = [sys.executable, "-m", "hrnb.emulator", "-H", "127.0.0.1",
+               "-p", str(settings.aws_port)]
     _spawn(paths, AWS, command, env)
 
 

@@ -61,3 +61,41 @@ def test_opensearch_reference_mapping_index_and_search(
     finally:
         opensearch.indices.delete(index=index)
     assert opensearch.info()["version"]["number"].startswith(settings.opensearch_version[:4])
+
+
+def test_emulator_invokes_only_enabled_kinesis_mappings(
+    make_aws_client: Callable[..., Any], unique_name: Callable[[str], str]
+) -> None:
+    """Like AWS, a disabled mapping never runs its function (the local stack's mapping is
+    disabled: hrnb.esm runs the function). Seen from outside: moto writes each attempt to the
+    function's log group."""
+    import io
+    import zipfile
+
+    kinesis, lam, iam, logs = (make_aws_client(s) for s in ("kinesis", "lambda", "iam", "logs"))
+    name = unique_name("emulator-esm")
+    kinesis.create_stream(StreamName=name, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.2})
+    arn = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as bundle:
+        bundle.writestr("h.py", "def h(event, context):\n    return 1\n")
+    attempts = {}
+    try:
+        for enabled in (False, True):
+            function = f"{name}-{'on' if enabled else 'off'}"
+            lam.create_function(FunctionName=function, Runtime="python3.12", Role=role,
+                                Handler="h.h", Code={"ZipFile": code.getvalue()})
+            mapping = lam.create_event_source_mapping(
+                FunctionName=function, EventSourceArn=arn, StartingPosition="LATEST",
+                Enabled=enabled)
+            kinesis.put_record(StreamName=name, Data=b"{}", PartitionKey="a1")
+            lam.delete_event_source_mapping(UUID=mapping["UUID"])
+            groups = logs.describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{function}")
+            attempts[enabled] = len(groups["logGroups"])
+            lam.delete_function(FunctionName=function)
+    finally:
+        kinesis.delete_stream(StreamName=name)
+        iam.delete_role(RoleName=name)
+    assert attempts == {False: 0, True: 1}
