@@ -44,7 +44,6 @@ import math
 import os
 import platform
 import pstats
-import signal
 import subprocess
 import sys
 import tempfile
@@ -69,6 +68,7 @@ from hrnb import provision  # noqa: E402
 from hrnb.clients import aws_client, opensearch_client  # noqa: E402
 from hrnb.config import Settings  # noqa: E402
 from hrnb.live import export_png  # noqa: E402
+from hrnb.localstack import stop_process_group  # noqa: E402
 from hrnb.query import SearchableProbe, latency, plot_latency  # noqa: E402
 from hrnb.records import encode_record, make_record  # noqa: E402
 from infra_scripts.build_lambda import build  # noqa: E402
@@ -391,16 +391,9 @@ def pipeline(workdir: Path, build_dir: Path, config: Config, emulator: Emulator,
 
 
 def stop_group(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
-    """SIGTERM a process group this benchmark started, SIGKILL it if it lingers."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)  # a child left behind (the Lambda worker)
+    """Stop the process group this benchmark started (children included)."""
+    stop_process_group(process.pid, timeout_s)
+    process.wait()
 
 
 def count(client: Any, index: str) -> int:

@@ -412,13 +412,15 @@ def _stop_services(paths: _Paths, names: list[str], say: Progress | None = None)
             continue
         if say:
             say(f"stopping {name} (pid {pid})")
-        _terminate_group(pid)
+        stop_process_group(pid)
         paths.pid_file(name).unlink(missing_ok=True)
         stopped.append(name)
     return stopped
 
 
-def _terminate_group(pid: int, timeout_s: float = 30.0) -> None:
+def stop_process_group(pid: int, timeout_s: float = 30.0) -> None:
+    """SIGTERM the process group led by ``pid`` (started with ``start_new_session``), wait until
+    every member is gone (children such as a Lambda worker included), SIGKILL what lingers."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:

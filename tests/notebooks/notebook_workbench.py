@@ -9,12 +9,8 @@ Shared by ``tests/notebooks`` and ``tests/browser``.
 from __future__ import annotations
 
 import base64
-import contextlib
-import os
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -27,6 +23,7 @@ import pytest
 
 from hrnb import provision
 from hrnb.config import Settings
+from hrnb.localstack import stop_process_group
 from hrnb.notebooks import notebook_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -81,23 +78,9 @@ def provisioned_workbench(settings: Settings, directory: Path) -> Iterator[Workb
 
 
 def stop_group(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
-    """SIGTERM the process group this test started, SIGKILL it if it lingers."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:  # the function's worker process, if any
-        try:
-            os.killpg(process.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
+    """Stop the process group this test started (children included)."""
+    stop_process_group(process.pid, timeout_s)
+    process.wait()
 
 
 def source_notebook(name: str) -> Path:
