@@ -43,6 +43,7 @@ _FIELDS = (
     "energy_expended",
     "sent_at",
 )
+_FIELD_SET = frozenset(_FIELDS)
 
 
 class Record(TypedDict):
@@ -65,8 +66,8 @@ def format_timestamp(moment: datetime) -> str:
     """ISO-8601 UTC with milliseconds and a ``Z`` (``2026-11-29T06:10:00.123Z``)."""
     if moment.tzinfo is None:
         raise RecordError("timestamp must be timezone-aware (UTC)", field="timestamp")
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    # isoformat (C, truncating to ms like the pattern) ends in "+00:00" for UTC; ~3x strftime.
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def parse_timestamp(text: str, *, field: str = "timestamp") -> datetime:
@@ -118,11 +119,11 @@ def validate_record(obj: Any) -> Record:
     """Check every field's type and range; return the record (unknown keys rejected)."""
     if not isinstance(obj, Mapping):
         raise RecordError(f"a record must be a JSON object, got {type(obj).__name__}")
-    unknown = sorted(set(obj) - set(_FIELDS))
-    if unknown:
-        raise RecordError(f"unknown field(s): {', '.join(unknown)}", field=unknown[0])
-    missing = [name for name in _FIELDS if name not in obj]
-    if missing:
+    if obj.keys() != _FIELD_SET:  # one comparison for the usual case: exactly the fields
+        unknown = sorted(set(obj) - _FIELD_SET)
+        if unknown:
+            raise RecordError(f"unknown field(s): {', '.join(unknown)}", field=unknown[0])
+        missing = [name for name in _FIELDS if name not in obj]
         raise RecordError(f"missing field(s): {', '.join(missing)}", field=missing[0])
     if obj["schema"] != SCHEMA_VERSION or isinstance(obj["schema"], bool):
         raise RecordError(
