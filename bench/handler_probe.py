@@ -1,0 +1,168 @@
+"""The handler's CPU per record without the HTTP round trip, measured in the Lambda interpreter.
+
+Run by ``bench/bench_handler.py`` as ``python3.12 -I -S bench/handler_probe.py INPUT`` with the
+unpacked function zip and layer on ``sys.path`` (as ``hrnb.lambda_worker`` runs the handler), so
+it times the packaged code on the runtime's Python. INPUT is a JSON file: ``paths`` (the zip
+roots), ``environment`` (the function's variables), ``rounds``, ``output`` (where the figures
+go; stdout carries the handler's logs) and ``batches``: for each batch size, its ``events``,
+``answer`` and ``rewrite_answer``, the node's real ``_bulk`` answers to the first write of a
+batch that size (``created`` items) and to a rewrite (``updated``).
+
+Everything is timed with ``time.process_time`` (CPU of this process only, no waiting), batch by
+batch, the best of the rounds for each batch, summed and divided by the number of records:
+
+- ``invocation``: ``lambda_handler`` on every event, the whole path (Powertools' decorator and
+  logs, decoding, validation, the body, SigV4 signing, requests, sorting the answer), with a
+  requests transport adapter handing back the node's answer instead of going on the network;
+  ``invocation_rewrite`` the same with the answer to a rewrite (no alerts logged);
+- its steps alone: ``decode_validate`` (``to_delivery``), ``body`` (the ``_bulk`` bytes),
+  ``sign`` (AWS4Auth on the prepared request);
+- the decoding alternatives: Powertools' Kinesis data classes against reading the event dict;
+- the stdlib JSON work inside those steps (parsing the payloads, encoding the documents): the
+  most a faster JSON library could save.
+
+Writes one JSON object to ``output``. Stdlib and the zips only.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+
+def best_us_per_record(step: Callable[[int], object], batches: int, records: int,
+                       rounds: int) -> float:
+    """CPU µs per record of ``step`` run on each batch: per batch the best of the rounds (the
+    run least disturbed by other work on the machine), summed."""
+    best = [float("inf")] * batches
+    for _ in range(rounds):
+        for number in range(batches):
+            started = time.process_time()
+            step(number)
+            best[number] = min(best[number], time.process_time() - started)
+    return sum(best) / records * 1e6
+
+
+def measure(handler: Any, indexer: Any, canned: Any, batch: dict[str, Any], rounds: int,
+            context: type) -> dict[str, float]:
+    """µs per record of the whole invocation and of its steps, for one batch size."""
+    from aws_lambda_powertools.utilities.data_classes import KinesisStreamEvent
+    from requests import Request
+
+    events = batch["events"]
+    now = datetime.now(UTC)
+    ingested_at = handler.format_timestamp(now)
+
+    def invoke(number: int, answer: str) -> None:
+        canned.answer = batch[answer]
+        reply = handler.lambda_handler(events[number], context())
+        if reply["batchItemFailures"]:
+            raise SystemExit(f"canned answer refused: {reply}")
+
+    def invocation(number: int) -> None:
+        invoke(number, "answer")
+
+    def invocation_rewrite(number: int) -> None:
+        invoke(number, "rewrite_answer")
+
+    def decode_validate(number: int) -> list[Any]:
+        return [handler.to_delivery(record, indexer.config, now, ingested_at)
+                for record in events[number]["Records"]]
+
+    deliveries = [decode_validate(number) for number in range(len(events))]
+
+    def body(number: int) -> list[bytes]:
+        return ["".join(lines).encode()
+                for _, lines in handler.bulk_chunks(deliveries[number])]
+
+    bodies = [body(number) for number in range(len(events))]
+
+    def sign(number: int) -> None:
+        for data in bodies[number]:
+            indexer.session.auth(Request("POST", indexer.bulk_url, data=data).prepare())
+
+    def powertools_decode(number: int) -> None:
+        for record in KinesisStreamEvent(events[number]).records:
+            record.kinesis.data_as_bytes()
+            record.kinesis.approximate_arrival_timestamp  # noqa: B018 - timed access
+
+    def dict_decode(number: int) -> None:
+        for record in events[number]["Records"]:
+            base64.b64decode(record["kinesis"]["data"])
+            float(record["kinesis"]["approximateArrivalTimestamp"])
+
+    payloads = [[base64.b64decode(record["kinesis"]["data"]) for record in event["Records"]]
+                for event in events]
+
+    def json_decode(number: int) -> None:
+        for data in payloads[number]:
+            json.loads(data)
+
+    def json_encode(number: int) -> None:
+        for delivery in deliveries[number]:
+            handler._encode_json(delivery.document)
+
+    steps = {"invocation": invocation, "invocation_rewrite": invocation_rewrite,
+             "decode_validate": decode_validate, "body": body,
+             "sign": sign, "powertools_decode": powertools_decode, "dict_decode": dict_decode,
+             "json_decode": json_decode, "json_encode": json_encode}
+    count = sum(len(event["Records"]) for event in events)
+    return {"records": count, **{name: best_us_per_record(step, len(events), count, rounds)
+                                  for name, step in steps.items()}}
+
+
+def main(path: str) -> int:
+    spec = json.loads(open(path).read())
+    sys.path[:0] = spec["paths"]
+    os.environ.update(spec["environment"])
+    import handler
+    from requests import Response
+    from requests.adapters import BaseAdapter
+
+    class CannedBulk(BaseAdapter):
+        """Answers every request with the node's real answer for a batch of this size."""
+
+        answer = b""
+
+        def send(self, request: Any, **kwargs: Any) -> Response:
+            response = Response()
+            response.status_code = 200
+            response._content = self.answer
+            response.request = request
+            response.url = request.url
+            return response
+
+        def close(self) -> None:
+            pass
+
+    class Context:
+        function_name = "bench"
+        memory_limit_in_mb = 128
+        invoked_function_arn = "arn:bench"
+        aws_request_id = "bench"
+
+        def get_remaining_time_in_millis(self) -> int:
+            return 60_000
+
+    canned = CannedBulk()
+    indexer = handler.indexer()
+    indexer.session.mount("http://", canned)
+    indexer.session.mount("https://", canned)
+    results = {}
+    for size, batch in spec["batches"].items():
+        batch["answer"] = batch["answer"].encode()
+        batch["rewrite_answer"] = batch["rewrite_answer"].encode()
+        results[size] = measure(handler, indexer, canned, batch, spec["rounds"], Context)
+    with open(spec["output"], "w") as out:  # stdout carries the handler's logs
+        json.dump(results, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
