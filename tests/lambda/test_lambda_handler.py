@@ -330,3 +330,20 @@ def test_a_document_opensearch_refuses_for_good_is_dead_lettered_not_retried(
     assert letter["sequence_number"] == batch.records[1]["SequenceNumber"]
     assert "OpenSearch rejected the document (mapper_parsing_exception" in letter["reason"]
     assert letter["raw_data"] == batch.event()["Records"][1]["kinesis"]["data"]
+
+
+def test_a_batch_past_a_thousand_records_is_posted_in_two_bulk_requests(
+    settings: Settings, opensearch: Any, indices: Indices, start_worker: Callable[..., Any],
+    through_stream: Callable[..., Any], gateway: SigV4Gateway,
+) -> None:
+    records = [good_record("s-big", seq, 100 + seq % 40) for seq in range(1200)]
+    batch = through_stream(encoded(records))
+    worker = start_worker(handler_environment(settings, gateway.url, indices))
+
+    result = worker.invoke(batch.event())
+
+    assert result.payload == {"batchItemFailures": []}
+    assert gateway.accepted == 2  # 1,000 actions, then 200, each request signed
+    assert gateway.rejections() == []
+    ids = {hit["_id"] for hit in documents(opensearch, indices.name)}
+    assert ids == {f"athlete-1/s-big/{seq}" for seq in range(1200)}
