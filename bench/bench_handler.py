@@ -395,13 +395,19 @@ def render(approaches: Mapping[str, Approach], cpu: Mapping[str, Mapping[str, fl
            load: tuple[Sequence[float], Sequence[float]]) -> str:
     handler, plain = approaches["handler"], approaches["plain"]
     before = approaches.get("before")
-    command = f"python bench/bench_handler.py --records {args.records} --rounds {args.rounds}"
+    command = (f"python bench/bench_handler.py --records {args.records} --rounds {args.rounds} "
+               f"--cold-samples {args.cold_samples} --cpu-rounds {args.cpu_rounds}")
     if before is not None:
-        command += " --before <checkout of the earlier commit>"
+        commit = subprocess.run(["git", "-C", str(args.before), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True).stdout.strip() or "?"
+        command += (f" --before SRC`, SRC a checkout of {commit} "
+                    f"(`git worktree add SRC {commit}`)")
+    else:
+        command += "`"
     lines = [
         "# Benchmark: the Lambda consumer against plain `_bulk`",
         "",
-        f"Command: `{command}` (needs `hrnb local up`)  ",
+        f"Command: `{command}, with `hrnb local up`  ",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()} "
         f"({os.cpu_count()} cores, shared), worker interpreter `{Path(python).name}`, "
         f"OpenSearch node on loopback; load average {load[0][0]:.1f} at the start, "

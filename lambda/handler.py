@@ -38,6 +38,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict
+from urllib.parse import urlencode
 
 from aws_lambda_powertools import Logger
 from requests import RequestException, Session, Timeout
@@ -63,6 +64,8 @@ _BULK_429_BACKOFF_S = 0.2
 _MAX_REQUEST_TIMEOUT_S = 30.0
 _TIMEOUT_MARGIN_S = 2.0
 
+#: What a _bulk answer is asked to keep (filter_path): per item, its status, result and error.
+_ANSWER_FIELDS = "took,errors,items.*.status,items.*.result,items.*.error"
 #: Compact JSON, one encoder for every line (json.dumps with options builds a new one per call).
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -249,8 +252,11 @@ class Indexer:
     def __init__(self, config: IndexerConfig, session: Session) -> None:
         self.config = config
         self.session = session
-        # POST /<index>/_bulk, not /_bulk: the role may only write to heart_rate* paths.
-        self.bulk_url = f"{config.endpoint}/{config.index_name}/_bulk"
+        # POST /<index>/_bulk, not /_bulk: the role may only write to heart_rate* paths. The
+        # answer keeps only what is read per item: a fifth of the bytes to parse. The query is
+        # sent percent-encoded, as SigV4 canonicalises it, so every verifier agrees.
+        self.bulk_url = (f"{config.endpoint}/{config.index_name}/_bulk?"
+                         f"{urlencode({'filter_path': _ANSWER_FIELDS})}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Indexer:
@@ -313,10 +319,8 @@ class Indexer:
                 throttled: list[Delivery] = []
                 throttled_lines: list[str] = []
                 last = attempt == _BULK_429_RETRIES
-                for delivery, entry, item in zip(
-                    chunk, lines, self._post("".join(lines).encode(), len(chunk),
-                                             request_timeout_s), strict=True
-                ):
+                items = self._post("".join(lines).encode(), len(chunk), request_timeout_s)
+                for delivery, entry, item in zip(chunk, lines, items, strict=True):
                     status = item.get("status", 500)
                     if isinstance(status, int) and 200 <= status < 300:
                         yield delivery, "ok", str(item.get("result", ""))
