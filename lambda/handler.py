@@ -219,7 +219,13 @@ def dead_letter(
 
 
 def _arrival(record: Mapping[str, Any]) -> str:
-    seconds = float(record["kinesis"]["approximateArrivalTimestamp"])
+    return _format_epoch(float(record["kinesis"]["approximateArrivalTimestamp"]))
+
+
+@functools.lru_cache(maxsize=1024)
+def _format_epoch(seconds: float) -> str:
+    """Epoch seconds as the schema writes times; cached, as records put together share their
+    (millisecond) arrival time."""
     return format_timestamp(datetime.fromtimestamp(seconds, tz=UTC))
 
 
