@@ -271,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cold-samples", type=int, default=5)
     parser.add_argument("--cpu-rounds", type=int, default=7)
     parser.add_argument("--before", type=Path, help="source tree of the handler to compare with")
+    parser.add_argument("--note", default="", help="conditions of the run, for the report")
     parser.add_argument("--output", type=Path,
                         default=REPO_ROOT / "docs" / "benchmarks" / "handler.md")
     args = parser.parse_args(argv)
@@ -411,7 +412,7 @@ def render(approaches: Mapping[str, Approach], cpu: Mapping[str, Mapping[str, fl
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()} "
         f"({os.cpu_count()} cores, shared), worker interpreter `{Path(python).name}`, "
         f"OpenSearch node on loopback; load average {load[0][0]:.1f} at the start, "
-        f"{load[1][0]:.1f} at the end.",
+        f"{load[1][0]:.1f} at the end; this process at niceness {os.nice(0)}. {args.note}",
         "",
         f"{records:,} records per batch size, written to the emulated stream and read back. "
         "Side by side, against the same node, with the same documents and ids, the approaches "
