@@ -220,9 +220,10 @@ def cold_starts(deployment: Deployment, python: str, environment: Mapping[str, s
     return timings
 
 
-def import_times(deployment: Deployment, python: str, rounds: int = 5) -> dict[str, float]:
+def import_times(deployment: Deployment, python: str, rounds: int = 10) -> dict[str, float]:
     """``-X importtime`` of the handler module: ms (cumulative, best of rounds) of the handler
-    and of each package it imports that takes over 1 ms."""
+    and of each package it imports that takes over 1 ms, and (``modules``) how many modules
+    importing it loads, a count no load on the machine changes."""
     code = (f"import sys; sys.path[:0] = [{str(deployment.task_root)!r}, "
             f"{str(deployment.layer_root / 'python')!r}]; import handler")
     best: dict[str, float] = {}
@@ -231,13 +232,24 @@ def import_times(deployment: Deployment, python: str, rounds: int = 5) -> dict[s
                               capture_output=True, text=True, check=True)
         lines = [line for line in done.stderr.splitlines() if line.startswith("import time:")]
         start = max(i for i, line in enumerate(lines) if line.endswith("| handler"))
-        for line in lines[:start + 1]:
+        subtree = [lines[start]]
+        for line in reversed(lines[:start]):  # children are printed before their parent
+            if _import_depth(line) == 0:
+                break
+            subtree.append(line)
+        best["modules"] = len(subtree)
+        for line in subtree:
             _, cumulative, name = (part.strip() for part in line.split(":", 1)[1].split("|"))
-            indent = len(line.rsplit("|", 1)[1]) - len(line.rsplit("|", 1)[1].lstrip())
-            if name == "handler" or indent == 3:  # the handler's own imports sit one level in
+            if name == "handler" or _import_depth(line) == 1:  # the handler's own imports
                 ms = int(cumulative) / 1000
                 best[name] = min(ms, best.get(name, math.inf))
     return {name: ms for name, ms in best.items() if ms >= 1 or name == "handler"}
+
+
+def _import_depth(line: str) -> int:
+    """Nesting of one ``-X importtime`` line: its name is indented two spaces a level."""
+    name = line.rsplit("|", 1)[1]
+    return (len(name) - len(name.lstrip()) - 1) // 2
 
 
 def probe_cpu(deployment: Deployment, python: str, environment: Mapping[str, str],
@@ -515,9 +527,12 @@ def render(approaches: Mapping[str, Approach], cpu: Mapping[str, Mapping[str, fl
                      f"{min(timings[1:]):.0f} |")
     lines += [
         "",
-        "Import times (`python3.12 -X importtime`, cumulative ms, best of 5, bytecode cached): "
-        + "; ".join(f"{name}: " + ", ".join(f"`{module}` {ms:.0f}" for module, ms in sorted(
-            times.items(), key=lambda item: -item[1])) for name, times in imports.items()) + ".",
+        "Importing the handler loads "
+        + ", ".join(f"{times['modules']:.0f} modules ({name})" for name, times in imports.items())
+        + ". Import times (`python3.12 -X importtime`, cumulative ms, best of 10, bytecode "
+        "cached): " + "; ".join(f"{name}: " + ", ".join(
+            f"`{module}` {ms:.0f}" for module, ms in sorted(times.items(), key=lambda i: -i[1])
+            if module != "modules") for name, times in imports.items()) + ".",
         "",
         "## Cost per million records on Lambda (128 MB, x86)",
         "",
@@ -540,7 +555,8 @@ def render(approaches: Mapping[str, Approach], cpu: Mapping[str, Mapping[str, fl
         lines.append(row)
     lines += [
         "",
-        f"These Durations were measured on a full core. At 128 MB Lambda gives the function "
+        f"These Durations were measured here, with the machine's load above. At 128 MB Lambda "
+        f"gives the function "
         f"about {MEMORY_MB / MB_PER_VCPU:.0%} of a vCPU, so its CPU-bound part (above) runs "
         "correspondingly longer there: the fewer CPU µs per record, the more the saving grows "
         "at 128 MB.",
