@@ -34,10 +34,11 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from hrnb.clients import aws_client, opensearch_client  # noqa: E402
 from hrnb.config import Settings  # noqa: E402
-from hrnb.esm import kinesis_event, store_local_code, unpacked_code  # noqa: E402
-from hrnb.index_schema import index_template  # noqa: E402
-from hrnb.lambda_worker import FunctionSpec, LambdaWorker, find_runtime_python  # noqa: E402
-from hrnb.records import encode_record, make_record  # noqa: E402
+from hrnb.local.code_store import store_local_code, unpacked_code  # noqa: E402
+from hrnb.local.worker import FunctionSpec, LambdaWorker, find_runtime_python  # noqa: E402
+from hrnb.wire.index_schema import index_template  # noqa: E402
+from hrnb.wire.kinesis import kinesis_event  # noqa: E402
+from hrnb.wire.records import encode_record, make_record  # noqa: E402
 from infra_scripts.build_lambda import build  # noqa: E402
 
 BATCH_SIZES = (2, 100, 1000)
@@ -148,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         built = build(work / "build", architectures=("x86_64",))
         local = settings.with_overrides(state_dir=work / "state")
         for artifact in (built.function, built.layer("x86_64")):
-            store_local_code(local, artifact.path.read_bytes())
+            store_local_code(local.state_dir, artifact.path.read_bytes())
         task_root = unpacked_code(local.state_dir, built.function.code_sha256)
         layer_root = unpacked_code(local.state_dir, built.layer("x86_64").code_sha256)
         reference_root = work / "reference"
@@ -221,7 +222,7 @@ def render(runs: Sequence[Run], cold: dict[str, float], *, records: int, python:
         f"({_cpu_count()} cores), worker interpreter `{Path(python).name}`, "
         f"OpenSearch node on loopback, {records} records per run.",
         "",
-        "Both approaches run from zips in the same worker process type (`hrnb.lambda_worker`), "
+        "Both approaches run from zips in the same worker process type (`hrnb.local.worker`), "
         "with the same dependency layer, on the same events (records written to the emulated "
         "stream and read back), against the same OpenSearch node, one after the other in one run.",
         "",

@@ -24,9 +24,9 @@ def _progress(message: str) -> None:
 
 # --- local ---------------------------------------------------------------------------------------
 def _local_up(args: argparse.Namespace, settings: Settings) -> int:
-    from hrnb import localstack
+    from hrnb.local import launcher
 
-    result = localstack.up(settings, progress=_progress, poller=not args.no_poller)
+    result = launcher.up(settings, progress=_progress, poller=not args.no_poller)
     if args.started_file:
         with open(args.started_file, "w") as handle:
             handle.write(",".join(result.started))
@@ -35,27 +35,27 @@ def _local_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _local_down(args: argparse.Namespace, settings: Settings) -> int:
-    from hrnb import localstack
+    from hrnb.local import launcher
 
-    only = localstack.SERVICES
+    only = launcher.SERVICES
     if args.only:
         only = tuple(name for name in args.only.split(",") if name)
-    unknown = sorted(set(only) - set(localstack.SERVICES))
+    unknown = sorted(set(only) - set(launcher.SERVICES))
     if unknown:
         raise ConfigError(
             f"--only: unknown service(s) {', '.join(unknown)}; choose from "
-            + ", ".join(localstack.SERVICES),
+            + ", ".join(launcher.SERVICES),
             setting="only",
         )
-    result = localstack.down(settings, wipe=args.wipe, only=only, progress=_progress)
+    result = launcher.down(settings, wipe=args.wipe, only=only, progress=_progress)
     print("stopped: " + (", ".join(result.stopped) or "nothing (hrnb had started nothing)"))
     return 0
 
 
 def _local_status(args: argparse.Namespace, settings: Settings) -> int:
-    from hrnb import localstack
+    from hrnb.local import launcher
 
-    result = localstack.status(settings)
+    result = launcher.status(settings)
     _print_stack(result, as_json=args.json)
     return 0 if result.healthy else 1
 
@@ -108,7 +108,7 @@ def _speed(text: str) -> float | None:
 def _stream(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from hrnb import streaming
+    from hrnb.stream import session as streaming
 
     options = streaming.parse_stream_options(
         args.source, duration_s=args.duration, athletes=args.athletes, athlete_id=args.athlete,
@@ -200,7 +200,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     from hrnb.demo import run_demo
-    from hrnb.session import format_report
+    from hrnb.live.session import format_report
 
     result = run_demo(settings, build_dir=Path(args.build_dir), out_dir=Path(args.out),
                       duration_s=args.duration, athletes=args.athletes, progress=_progress)

@@ -9,7 +9,7 @@ which Lambda puts in ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSI
 Per batch:
 
 - each record is decoded with Powertools' Kinesis data classes and validated by the shared schema
-  (``hrnb.records``, packaged beside this file);
+  (``hrnb.wire.records``, packaged beside this file);
 - good records are indexed with one ``_bulk`` request under ``_id`` = athlete/session/seq, so a
   re-sent or re-delivered record overwrites itself; ``kinesis_arrival``, ``ingested_at`` and
   ``alert`` are added;
@@ -42,7 +42,7 @@ from opensearchpy import OpenSearch, RequestsHttpConnection, helpers
 from requests_aws4auth import AWS4Auth
 
 from hrnb.errors import ConfigError, RecordError
-from hrnb.records import decode_record, document_id, format_timestamp, plausibility_problem
+from hrnb.wire.records import decode_record, document_id, format_timestamp, plausibility_problem
 
 logger = Logger(service="hrnb-indexer", utc=True)
 

@@ -333,8 +333,8 @@ def panel_index(settings: Settings) -> Iterator[tuple[Any, Settings]]:
     from opensearchpy.helpers import bulk
 
     from hrnb.clients import opensearch_client
-    from hrnb.index_schema import index_template
-    from hrnb.records import document_id, format_timestamp
+    from hrnb.wire.index_schema import index_template
+    from hrnb.wire.records import document_id, format_timestamp
 
     name = f"hrnb-live-test-{uuid.uuid4().hex[:8]}"
     settings = settings.with_overrides(index_name=name)

@@ -24,9 +24,11 @@ from opensearchpy.helpers import bulk
 from hrnb import query
 from hrnb.config import Settings
 from hrnb.errors import ConfigError, QueryError
-from hrnb.index_schema import index_template
 from hrnb.metrics import zones_from_max_hr
-from hrnb.records import document_id, format_timestamp, make_record
+from hrnb.query import search as query_search
+from hrnb.query import views as query_views
+from hrnb.wire.index_schema import index_template
+from hrnb.wire.records import document_id, format_timestamp, make_record
 
 pytestmark = pytest.mark.stack
 
@@ -139,7 +141,7 @@ def test_samples_filter_by_athlete_list_and_session(os_client, known_index) -> N
 
 
 def test_samples_page_through_more_than_one_page(os_client, known_index, monkeypatch) -> None:
-    monkeypatch.setattr(query, "PAGE_SIZE", 7)  # 128 documents → 19 pages
+    monkeypatch.setattr(query_search, "PAGE_SIZE", 7)  # 128 documents → 19 pages
     result = query.samples(os_client, known_index)
     assert len(result.df) == 128
     assert result.df["timestamp"].is_monotonic_increasing
@@ -210,13 +212,13 @@ def test_summary_threshold_comes_from_settings(os_client, known_index) -> None:
 
 
 def test_summary_follows_composite_pages(os_client, known_index, monkeypatch) -> None:
-    original = query._composite
+    original = query_search._composite
 
     def small_pages(client, index, body, name):
         body["aggs"][name]["composite"]["size"] = 1
         return original(client, index, body, name)
 
-    monkeypatch.setattr(query, "_composite", small_pages)
+    monkeypatch.setattr(query_views, "_composite", small_pages)
     assert len(query.summary(os_client, known_index).df) == 3
 
 

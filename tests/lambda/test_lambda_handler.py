@@ -27,7 +27,7 @@ from support.faultproxy import Refuse, Respond, path_matches
 from support.sigv4_gateway import KnownCredentials, SigV4Gateway
 
 from hrnb.config import Settings
-from hrnb.records import encode_record, format_timestamp, make_record
+from hrnb.wire.records import encode_record, format_timestamp, make_record
 
 pytestmark = pytest.mark.stack
 

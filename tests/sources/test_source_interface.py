@@ -9,9 +9,9 @@ import pytest
 
 from hrnb.errors import RecordError, SourceError
 from hrnb.hrm import Measurement
-from hrnb.records import validate_record
 from hrnb.sources import ConnectionEvent, HeartRateSource, Sample, SimulatedSource
 from hrnb.sources.base import Session, session_start, to_utc_ms
+from hrnb.wire.records import validate_record
 
 AT = datetime(2026, 11, 29, 6, 10, 0, 123000, tzinfo=UTC)
 

@@ -1,5 +1,5 @@
 """The OpenSearch side of the wire format: index template for ``heart_rate*`` and the dead-letter
-mapping. Stdlib only, packaged into the Lambda zip beside ``hrnb.records``.
+mapping. Stdlib only, packaged into the Lambda zip beside ``hrnb.wire.records``.
 
 Keeps the reference mapping (``timestamp`` date, ``heart_rate`` integer) and types every other
 field; replicas are 0 so a single-node cluster is green, not yellow.
