@@ -72,7 +72,7 @@ def test_verify_pipeline_names_the_function_when_no_record_comes_back(
     ensure_local_stream(own)  # a stream with no trigger and no function behind it
     try:
         with pytest.raises(ProvisionError) as caught:
-            asyncio.run(verify_pipeline(own, timeout_s=2.5, resend_every_s=1))
+            asyncio.run(verify_pipeline(own, timeout_s=6, resend_every_s=1))
     finally:
         make_aws_client("kinesis").delete_stream(StreamName=own.stream_name,
                                                  EnforceConsumerDeletion=True)

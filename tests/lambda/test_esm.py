@@ -70,6 +70,8 @@ class Deployed:
         opensearch.indices.refresh(index=index, ignore_unavailable=True)
         if not opensearch.indices.exists(index=index):
             return 0
+        # A count before the new index's primary shard is active answers 503.
+        opensearch.cluster.health(index=index, wait_for_status="yellow", timeout="30s")
         return int(opensearch.count(index=index)["count"])
 
 

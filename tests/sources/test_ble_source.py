@@ -9,9 +9,9 @@ boundary.
 from __future__ import annotations
 
 import asyncio
+import select
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -359,18 +359,19 @@ def dbus_without_bluez(tmp_path: Path) -> Iterator[str]:
     if shutil.which("dbus-daemon") is None:
         pytest.skip("dbus-daemon is not installed")
     socket = tmp_path / "bus"
+    # --print-address writes the address once the daemon accepts connections; the socket file
+    # alone appears at bind(), before listen(), and a connect then is refused.
     daemon = subprocess.Popen(
-        ["dbus-daemon", "--session", "--nofork", f"--address=unix:path={socket}"],
-        stdout=subprocess.DEVNULL,
+        ["dbus-daemon", "--session", "--nofork", "--print-address=1",
+         f"--address=unix:path={socket}"],
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
-        for _ in range(100):
-            if socket.exists():
-                break
-            daemon.poll()
-            assert daemon.returncode is None, "dbus-daemon exited"
-            time.sleep(0.05)
+        assert daemon.stdout is not None
+        ready, _, _ = select.select([daemon.stdout], [], [], 10)
+        assert ready and daemon.stdout.readline().startswith("unix:"), "dbus-daemon not ready"
         yield f"unix:path={socket}"
     finally:
         daemon.terminate()
