@@ -192,7 +192,7 @@ def test_bad_csv_rows_are_reported_by_line_and_skipped(
         "2026-11-29T06:10:02,61\n"  # 3: no offset
         "2026-11-29T06:10:03Z,62,800 abc\n"  # 4
         "2026-11-29T06:10:04Z,\n"  # 5: empty heart rate
-        "2026-11-29T06:09:00Z,63\n"  # 6: goes back in time
+        "2026-11-29T06:10:05Z,-1\n"  # 6
         "2026-11-29T06:10:06Z,64,800,extra\n"  # 7
         "yesterday,65\n"  # 8
         "2026-11-29T06:10:08Z,70000\n"  # 9
@@ -214,7 +214,7 @@ def test_bad_csv_rows_are_reported_by_line_and_skipped(
             "no UTC offset",
             "'abc' is not a number",
             "'' is not a whole number",
-            "back in time",
+            "outside 0..65535",
             "got 4 columns",
             "neither ISO-8601",
             "outside 0..65535",
