@@ -24,10 +24,10 @@ FIT_DATA = Path(__file__).resolve().parent.parent / "data" / "fit"
 SEED = 15
 MUTATIONS = 1000
 #: The 120 KB Fenix 2 run takes ~0.4 s a replay; it gets this many of the mutations.
-LARGE_FILE_MUTATIONS = 20
+LARGE_FILE_MUTATIONS = 10
 LARGE_FILE_BYTES = 50_000
 #: Mutated files also run through ``hrnb recording`` (one interpreter each, ~1 s).
-CLI_RUNS = 8
+CLI_RUNS = 6
 
 
 def _fix_crcs(data: bytearray) -> None:
