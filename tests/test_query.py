@@ -8,6 +8,7 @@ indexed (a 6 s dropout). Heart rate by seq: 0-19 at 95, 20-39 at 130, 40-49 at 1
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 from collections.abc import Callable, Iterator
@@ -101,18 +102,25 @@ def os_client(settings: Settings) -> OpenSearch:
     return opensearch_client(settings)
 
 
+@contextlib.contextmanager
+def temporary_index(client: OpenSearch, prefix: str,
+                    docs: list[dict[str, Any]]) -> Iterator[str]:
+    import uuid
+
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    create_index(client, name)
+    try:
+        index_documents(client, name, docs)
+        yield name
+    finally:
+        client.indices.delete(index=name, ignore_unavailable=True)
+
+
 @pytest.fixture(scope="module")
 def known_index(os_client: OpenSearch) -> Iterator[str]:
     """One index with the known session, shared by the read-only tests of this module."""
-    import uuid
-
-    name = f"hrnb-query-test-{uuid.uuid4().hex[:8]}"
-    create_index(os_client, name)
-    try:
-        index_documents(os_client, name, known_documents())
+    with temporary_index(os_client, "hrnb-query-test", known_documents()) as name:
         yield name
-    finally:
-        os_client.indices.delete(index=name, ignore_unavailable=True)
 
 
 # --- samples -------------------------------------------------------------------------------------
@@ -174,15 +182,8 @@ def contact_documents() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def contact_index(os_client: OpenSearch) -> Iterator[str]:
-    import uuid
-
-    name = f"hrnb-query-contact-{uuid.uuid4().hex[:8]}"
-    create_index(os_client, name)
-    try:
-        index_documents(os_client, name, contact_documents())
+    with temporary_index(os_client, "hrnb-query-contact", contact_documents()) as name:
         yield name
-    finally:
-        os_client.indices.delete(index=name, ignore_unavailable=True)
 
 
 def test_contact_loss_is_counted_but_never_averaged_as_0_bpm(os_client, contact_index) -> None:

@@ -4,7 +4,6 @@ messages, time going backwards."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
 from pathlib import Path
@@ -22,26 +21,16 @@ from support.fit_files import (
     utc,
     write_fit,
 )
+from support.replaying import Item, replay, replay_until_error, samples_of
 
 from hrnb.errors import ReplayError
-from hrnb.sources import ConnectionEvent, ReplaySource, Sample
+from hrnb.sources import ReplaySource
 from hrnb.sources.base import utc_now_ms
 
-Item = Sample | ConnectionEvent
 
-
-def replay(path: Path, **options: object) -> tuple[ReplaySource, list[Item]]:
+def replay_file(path: Path, **options: object) -> tuple[ReplaySource, list[Item]]:
     source = ReplaySource(path, athlete_id="swimmer", **{"speed": None, **options})
-
-    async def run() -> list[Item]:
-        async with source:
-            return [item async for item in source]
-
-    return source, asyncio.run(run())
-
-
-def samples_of(items: list[Item]) -> list[Sample]:
-    return [item for item in items if isinstance(item, Sample)]
+    return source, replay(source)
 
 
 def series(items: list[Item]) -> list[tuple[float, int]]:
@@ -64,7 +53,7 @@ def test_compressed_timestamps_on_utc_roll_over_every_32_seconds(tmp_path: Path)
     start = UTC_T0 + 20  # the 5-bit offset wraps 12 s in
     messages = [record(start, 100)]
     messages += [record(start + i, 100 + i, compressed=True) for i in range(1, 40)]
-    source, items = replay(write_fit(tmp_path / "compressed.fit", messages))
+    source, items = replay_file(write_fit(tmp_path / "compressed.fit", messages))
 
     assert [(s.received_at, s.heart_rate) for s in samples_of(items)] == [
         (utc(start + i), 100 + i) for i in range(40)
@@ -75,7 +64,7 @@ def test_compressed_timestamps_on_utc_roll_over_every_32_seconds(tmp_path: Path)
 def test_compressed_timestamps_before_any_full_time_are_device_time(tmp_path: Path) -> None:
     # A compressed header with no full timestamp before it counts from 0: system time.
     messages = [record(i, 90 + i, compressed=True) for i in range(3, 40, 3)]
-    source, items = replay(write_fit(tmp_path / "compressed-system.fit", messages))
+    source, items = replay_file(write_fit(tmp_path / "compressed-system.fit", messages))
 
     assert series(items) == [(float(3 * i), 93 + 3 * i) for i in range(13)]
     assert source.time_base == "relative"
@@ -86,7 +75,7 @@ def test_system_time_with_a_correlation_is_put_on_utc(tmp_path: Path) -> None:
     # System time 5,000.5 s is UTC_T0 + 0.75 s (fractions on both sides): 5,000 s is + 0.25 s.
     messages = [correlation(UTC_T0 + 0.75, 5000.5)]
     messages += [record(5000 + 2 * i, 120 + i) for i in range(10)]
-    source, items = replay(write_fit(tmp_path / "system-correlated.fit", messages))
+    source, items = replay_file(write_fit(tmp_path / "system-correlated.fit", messages))
 
     samples = samples_of(items)
     assert [(s.received_at, s.heart_rate) for s in samples] == [
@@ -105,7 +94,7 @@ def test_system_time_without_a_correlation_replays_from_now_with_its_spacing(
     before = utc_now_ms()
 
     with caplog.at_level(logging.INFO, logger="hrnb.sources.replay"):
-        source, items = replay(path, speed=1.0)
+        source, items = replay_file(path, speed=1.0)
 
     samples = samples_of(items)
     assert series(items) == [(float(offset), 80 + i) for i, offset in enumerate(offsets)]
@@ -118,7 +107,7 @@ def test_system_time_without_a_correlation_replays_from_now_with_its_spacing(
 def test_system_time_mixed_with_utc_and_no_correlation_is_refused(tmp_path: Path) -> None:
     path = write_fit(tmp_path / "mixed.fit", [record(300, 80), record(UTC_T0, 81)])
     with pytest.raises(ReplayError, match="record 2 mixes device-relative time") as caught:
-        replay(path)
+        replay_file(path)
     assert caught.value.position == "record 2"
 
 
@@ -135,7 +124,7 @@ def test_hr_messages_fill_records_as_garmins_sdk_merges_them(tmp_path: Path) -> 
     messages += [record(UTC_T0 + i, 150 if i == 5 else None) for i in range(20)]
     path = write_fit(tmp_path / "hrm-pro.fit", messages)
 
-    _, items = replay(path)
+    _, items = replay_file(path)
 
     expected = [(m["timestamp"], m["heart_rate"]) for m in sdk_records(path) if "heart_rate" in m]
     samples = samples_of(items)
@@ -149,7 +138,7 @@ def test_hr_messages_without_an_anchor_name_the_message(tmp_path: Path) -> None:
     path = write_fit(tmp_path / "no-anchor.fit", [hr_beats([1.0], [90]), record(UTC_T0)])
     with pytest.raises(ReplayError, match="hr message 1: beats come before any hr message with a "
                                           "timestamp") as caught:
-        replay(path)
+        replay_file(path)
     assert caught.value.position == "hr message 1"
 
 
@@ -177,7 +166,7 @@ def test_swim_whose_heart_rate_is_only_in_hr_messages_gives_the_sdks_sample_coun
     expected = sum(1 for m in sdk if m.get("heart_rate") is not None)
     assert 0 < expected < len(sdk)
 
-    source, items = replay(path)
+    source, items = replay_file(path)
 
     samples = samples_of(items)
     assert len(samples) == expected
@@ -190,19 +179,13 @@ def test_fit_time_going_backwards_stops_with_the_record_named(tmp_path: Path) ->
     messages = [record(UTC_T0, 90), record(UTC_T0 + 1, 91), record(UTC_T0 + 1, 92),
                 record(UTC_T0 - 5, 93), record(UTC_T0 + 3, 94)]
     path = write_fit(tmp_path / "backwards.fit", messages)
-    source = ReplaySource(path, athlete_id="r", speed=None)
-    items: list[Item] = []
 
-    async def run() -> None:
-        async for item in source:
-            items.append(item)
+    items, error = replay_until_error(ReplaySource(path, athlete_id="r", speed=None))
 
-    with pytest.raises(ReplayError) as caught:
-        asyncio.run(run())
     assert [s.heart_rate for s in samples_of(items)] == [90, 91, 92]  # equal times are kept
-    assert caught.value.position == "record 4"
-    assert "backwards.fit: record 4 goes back in time" in str(caught.value)
-    assert "before record 3's" in str(caught.value)
+    assert error.position == "record 4"
+    assert "backwards.fit: record 4 goes back in time" in str(error)
+    assert "before record 3's" in str(error)
 
 
 def test_csv_time_going_backwards_stops_with_the_line_named(tmp_path: Path) -> None:
@@ -210,15 +193,10 @@ def test_csv_time_going_backwards_stops_with_the_line_named(tmp_path: Path) -> N
     path.write_text("timestamp,heart_rate\n2026-11-29T06:10:00Z,90\n2026-11-29T06:10:01Z,91\n"
                     "2026-11-29T06:09:00Z,92\n2026-11-29T06:10:03Z,93\n")
     source = ReplaySource(path, athlete_id="r", speed=None)
-    items: list[Item] = []
 
-    async def run() -> None:
-        async for item in source:
-            items.append(item)
+    items, error = replay_until_error(source)
 
-    with pytest.raises(ReplayError) as caught:
-        asyncio.run(run())
     assert [s.heart_rate for s in samples_of(items)] == [90, 91]
-    assert caught.value.position == "line 4"
-    assert "backwards.csv: line 4 goes back in time" in str(caught.value)
+    assert error.position == "line 4"
+    assert "backwards.csv: line 4 goes back in time" in str(error)
     assert source.bad_rows == []

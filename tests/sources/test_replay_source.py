@@ -10,36 +10,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from support.replaying import replay, replay_until_error, samples_of
 
-from hrnb.errors import ReplayError
 from hrnb.sources import ConnectionEvent, ReplaySource, Sample
 
-Item = Sample | ConnectionEvent
 PDT = timezone(timedelta(hours=-7))
-
-
-def replay(source: ReplaySource) -> list[Item]:
-    async def run() -> list[Item]:
-        async with source:
-            return [item async for item in source]
-
-    return asyncio.run(run())
-
-
-def replay_until_error(source: ReplaySource) -> tuple[list[Item], ReplayError]:
-    items: list[Item] = []
-
-    async def run() -> None:
-        async for item in source:
-            items.append(item)
-
-    with pytest.raises(ReplayError) as caught:
-        asyncio.run(run())
-    return items, caught.value
-
-
-def samples_of(items: list[Item]) -> list[Sample]:
-    return [item for item in items if isinstance(item, Sample)]
 
 
 def expected_series(csv_path: Path) -> list[tuple[datetime, int]]:
