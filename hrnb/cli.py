@@ -94,6 +94,26 @@ def _scan(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if devices else 1
 
 
+def _recording(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from hrnb.sources import ReplaySource, Sample
+
+    source = ReplaySource(args.file, speed=None)
+
+    async def read() -> list[Sample]:
+        async with source:
+            return [item async for item in source if isinstance(item, Sample)]
+
+    samples = asyncio.run(read())
+    first, last = samples[0].received_at, samples[-1].received_at
+    print(f"{args.file}: {len(samples)} heart-rate samples, {first:%Y-%m-%d %H:%M:%S} to "
+          f"{last:%H:%M:%S} UTC ({(last - first).total_seconds():g} s)")
+    print(f"times: {source.time_base}; records without heart rate: "
+          f"{source.records_without_heart_rate}; bad rows skipped: {len(source.bad_rows)}")
+    return 0
+
+
 # --- stream ------------------------------------------------------------------------------------
 def _speed(text: str) -> float | None:
     """``--speed``: a factor such as 1, 10 or 0.5, or ``max`` for as fast as possible."""
@@ -269,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     scan = commands.add_parser("scan", help="list watches advertising heart rate (0x180D)")
     scan.add_argument("--timeout", type=float, default=5.0, help="seconds to listen (5)")
     scan.set_defaults(handler=_scan)
+
+    recording = commands.add_parser(
+        "recording", help="read a .fit/.csv recording as a replay would and summarise it")
+    recording.add_argument("file", help="the recording")
+    recording.set_defaults(handler=_recording)
 
     stream = commands.add_parser("stream", help="stream heart rate to Kinesis")
     stream.add_argument("--source", default="simulated",

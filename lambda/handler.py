@@ -13,6 +13,9 @@ Per batch:
 - good records are indexed with one ``_bulk`` request under ``_id`` = athlete/session/seq, so a
   re-sent or re-delivered record overwrites itself; ``kinesis_arrival``, ``ingested_at`` and
   ``alert`` are added;
+- samples read without skin contact are good records too: indexed with ``heart_rate`` null and
+  ``sensor_contact`` false (the shared schema turns an older producer's 0 bpm into null), so
+  queries and charts show a gap and the dead-letter index holds only bad input;
 - bad records (not base64, not JSON, schema violations, implausible heart rate or time) go to the
   dead-letter index with the raw payload, the reason and their Kinesis coordinates, keyed by the
   record's stream position so redelivery never duplicates them; they never fail the batch;
@@ -146,7 +149,8 @@ def to_delivery(record: KinesisStreamRecord, config: IndexerConfig, now: datetim
     problem = plausibility_problem(parsed, now=now)
     if problem is not None:
         return dead_letter(record, config, now, reason=problem)
-    alert = parsed["heart_rate"] > config.alert_threshold_bpm
+    heart_rate = parsed["heart_rate"]
+    alert = heart_rate is not None and heart_rate > config.alert_threshold_bpm
     document = {
         **parsed,
         "kinesis_arrival": _arrival(record),

@@ -231,15 +231,15 @@ def test_alert_banner_raised_kept_and_cleared() -> None:
 # --- what the indexed panel will ask for ---------------------------------------------------------
 def test_progress_lists_only_seqs_settled_past_the_grace_period() -> None:
     model = LiveModel()
-    # seq 5 reads 0 bpm without contact: dead-lettered by the pipeline, never indexed
-    items = [sample(s, 120) if s != 5 else sample(5, 0, contact=False) for s in range(10)]
+    # seq 5 reads 0 bpm without contact: indexed as a gap; seq 7 reads 300 bpm: dead-lettered
+    items = [sample(s, {5: 0, 7: 300}.get(s, 120), contact=s != 5) for s in range(10)]
     for item in items:
         model.apply(item, item.received_at)
     [progress] = model.progress(at(5.5) + timedelta(seconds=30), grace_s=30)
-    assert progress.settled == ((0, 4),)
+    assert progress.settled == ((0, 5),)
     assert (progress.seen, progress.last_seq) == (9, 9)
     late = model.progress(at(60), grace_s=30)[0]
-    assert late.settled == ((0, 4), (6, 9))
+    assert late.settled == ((0, 6), (8, 9))
 
 
 def test_a_late_duplicate_is_not_drawn_twice() -> None:

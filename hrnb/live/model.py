@@ -22,7 +22,7 @@ from hrnb.metrics import (
     zones_from_max_hr,
 )
 from hrnb.sources.base import ConnectionEvent, Sample
-from hrnb.wire.records import PLAUSIBLE_HEART_RATE_BPM
+from hrnb.wire.records import heart_rate_problem
 
 #: Zones until the athlete's own max HR is given.
 DEFAULT_MAX_HR_BPM = 190
@@ -147,8 +147,8 @@ class AthleteWindow:
             self._break_next = True
         self.device_id = sample.device_id
         self.samples_seen += 1
-        low, high = PLAUSIBLE_HEART_RATE_BPM
-        if low <= bpm <= high:  # what the pipeline will index; the rest is dead-lettered
+        contact = sample.measurement.sensor_contact
+        if heart_rate_problem(bpm, contact) is None:  # what the pipeline indexes (no contact too)
             self.seen.add(sample.seq)
             self.arrivals.append((arrival, sample.seq))
         in_order = self.last_seq is None or sample.seq > self.last_seq
@@ -160,7 +160,7 @@ class AthleteWindow:
         self.last_seq = sample.seq
         self.last_arrival = arrival
         self.lag_s = (arrival - sample.received_at).total_seconds()
-        if sample.measurement.sensor_contact is False:
+        if contact is False:
             self.lose_signal("no contact", "sensor reports no skin contact")
             return
         self.state, self.detail = "connected", ""

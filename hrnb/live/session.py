@@ -55,7 +55,7 @@ class AthleteReport:
     athlete_id: str
     session_id: str
     samples: int  # samples the dashboard received
-    indexable: int  # of those, with a plausible heart rate (the rest are dead-lettered)
+    indexable: int  # of those, indexed as data: plausible or no skin contact (the rest dead-letter)
     indexed: int  # documents in the index for this session
     missing: int  # indexable samples the index does not hold
     missing_runs: str  # e.g. "50–54, 61"

@@ -13,6 +13,9 @@ What OpenSearch computes and what is computed here:
   are stored as an array whose order doc values do not keep), so they page through the
   matching documents with ``search_after`` and apply the pure functions of
   :mod:`hrnb.metrics` — the same ones the live chart uses;
+* samples read without skin contact are indexed with ``heart_rate`` null: they count as
+  samples (``no_contact`` in :func:`summary`), every bpm statistic skips them, series hold NaN
+  there, so charts and the per-sample metrics show a gap, never 0 bpm;
 * sample→searchable cannot be read from a document (OpenSearch does not record when a refresh
   made it visible), so :class:`SearchableProbe` measures it by polling and noting when each new
   document is first returned (an upper bound, exact to one poll interval). It compares the

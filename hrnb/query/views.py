@@ -14,6 +14,7 @@ from hrnb.metrics import (
     DEFAULT_MAX_GAP_S,
     ZONE_NAMES,
     HeartRateZones,
+    has_heart_rate,
     rmssd_ms_over_runs,
     threshold_episodes,
     time_in_zones_s,
@@ -102,7 +103,8 @@ def last_per_interval(
 ) -> QueryResult:
     """The last heart rate in each ``interval`` per athlete (the reference dashboard's metric):
     ``terms`` → ``date_histogram`` → ``top_hits`` (size 1, latest first). Empty intervals are
-    left out, so a dropout shows as a gap."""
+    left out, so a dropout shows as a gap; so does an interval that ended without skin contact
+    (its last heart rate is null)."""
     if not _INTERVAL_RE.match(interval):
         raise ConfigError(
             f"interval must be a fixed interval like 5s, 1m or 500ms, got {interval!r}",
@@ -166,8 +168,9 @@ def summary(
     start: TimeBound = None,
     end: TimeBound = None,
 ) -> QueryResult:
-    """Per athlete and session: samples, time span, min/mean/max/std bpm and how many samples
-    were above the alert threshold (one composite aggregation)."""
+    """Per athlete and session: samples, how many had no skin contact, time span, min/mean/max/std
+    bpm (of the samples with a heart rate) and how many samples were above the alert threshold
+    (one composite aggregation)."""
     name = index_name(index)
     threshold = _threshold(index, threshold_bpm)
     scope = sample_filter(athlete_id=athlete_id, session_id=session_id, start=start, end=end)
@@ -176,6 +179,7 @@ def summary(
         "first": {"min": {"field": "timestamp"}},
         "last": {"max": {"field": "timestamp"}},
         "above": {"filter": {"range": {"heart_rate": {"gt": threshold}}}},
+        "no_contact": {"filter": {"term": {"sensor_contact": False}}},
     })
     buckets, first_body = _composite(client, name, body, "sessions")
     rows = [
@@ -183,6 +187,7 @@ def summary(
             "athlete_id": b["key"]["athlete_id"],
             "session_id": b["key"]["session_id"],
             "samples": b["doc_count"],
+            "no_contact": b["no_contact"]["doc_count"],
             "first": _epoch_ms_to_utc(b["first"]["value"]),
             "last": _epoch_ms_to_utc(b["last"]["value"]),
             "min_bpm": b["bpm"]["min"],
@@ -194,8 +199,8 @@ def summary(
         }
         for b in buckets
     ]
-    columns = ["athlete_id", "session_id", "samples", "first", "last", "min_bpm", "mean_bpm",
-               "max_bpm", "std_bpm", "samples_above_threshold", "threshold_bpm"]
+    columns = ["athlete_id", "session_id", "samples", "no_contact", "first", "last", "min_bpm",
+               "mean_bpm", "max_bpm", "std_bpm", "samples_above_threshold", "threshold_bpm"]
     return QueryResult(_frame(rows, columns), first_body, name)
 
 
@@ -367,7 +372,8 @@ def rmssd_per_minute(
     """RMSSD (ms) of the RR intervals measured in each minute, per athlete and session.
 
     Successive differences are taken only between beats of consecutive samples (``seq`` + 1):
-    a sample missing from the index breaks the run instead of inventing a difference.
+    a sample missing from the index, or read without skin contact, breaks the run instead of
+    inventing a difference.
     """
     name = index_name(index)
     query = sample_filter(athlete_id=athlete_id, session_id=session_id, start=start, end=end)
@@ -379,7 +385,11 @@ def rmssd_per_minute(
         for minute, in_minute in group.groupby(minutes, sort=True):
             runs: list[list[float]] = []
             previous_seq: int | None = None
-            for seq, rr in zip(in_minute["seq"], in_minute["rr_intervals_ms"], strict=True):
+            for seq, bpm, rr in zip(in_minute["seq"], in_minute["heart_rate"],
+                                    in_minute["rr_intervals_ms"], strict=True):
+                if not has_heart_rate(bpm):
+                    previous_seq = None  # contact lost: the next beats start a new run
+                    continue
                 if previous_seq is None or seq != previous_seq + 1:
                     runs.append([])
                 runs[-1].extend(rr if isinstance(rr, list) else [])

@@ -1,15 +1,20 @@
 """Replay a recorded session from a Garmin FIT file or a CSV, at 1×, N× or full speed.
 
-FIT files are decoded with ``fitdecode``: ``record`` messages give the heart-rate series and
-``hrv`` messages the beat-to-beat intervals, attached to the record that follows them (as a strap
-sends the RR intervals measured since its previous notification). CSV files hold
+FIT files (see :mod:`hrnb.sources.fit`): ``record`` messages give the heart-rate series, with
+heart rate from ``hr`` messages merged in as Garmin's SDK merges it, and ``hrv`` messages the
+beat-to-beat intervals, attached to the sample that follows them (as a strap sends the RR
+intervals measured since its previous notification). Device-relative times (FIT system time) are
+put on UTC by the file's ``timestamp_correlation`` message, or else replayed from the start of
+replay with their spacing kept; :attr:`ReplaySource.time_base` says which. CSV files hold
 ``timestamp,heart_rate[,rr_intervals_ms]`` — ISO-8601 times with an offset (or Unix seconds),
 whole bpm, RR intervals in ms separated by spaces or ``;`` — with or without a header row.
 
-Bad CSV rows are logged with their line number, kept in :attr:`ReplaySource.bad_rows` and
-skipped; a truncated or corrupt FIT file replays the records before the damage, then raises
-:class:`~hrnb.errors.ReplayError` naming the file. Files are read in a worker thread, so a
-notebook's event loop never waits on the disk.
+One time rule for both formats: samples never go back in time (equal times are kept). A
+truncated or corrupt file, or one whose time goes backwards, replays the samples before the
+problem, then raises :class:`~hrnb.errors.ReplayError` naming the file and, for time, the
+position (``line 7``, ``record 12``). Bad CSV rows are logged with their line number, kept in
+:attr:`ReplaySource.bad_rows` and skipped. Files are read in a worker thread, so a notebook's
+event loop never waits on the disk.
 """
 
 from __future__ import annotations
@@ -23,11 +28,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import fitdecode
-
 from hrnb.errors import ReplayError
 from hrnb.hrm import Measurement
 from hrnb.sources.base import DEFAULT_ATHLETE_ID, HeartRateSource, Session, session_start, to_utc_ms
+from hrnb.sources.fit import TimeBase, merge_heart_rates, read_fit_content, utc_of
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +45,9 @@ _DEVICE_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.:@-]")
 class RecordedSample:
     """One heart-rate reading as the file has it."""
 
-    timestamp: datetime  # UTC
+    timestamp: datetime  # UTC (for a "relative" recording: only the spacing is meaningful)
     measurement: Measurement
+    position: str  # where in the file: "line 7", "record 12"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +66,24 @@ class Recording:
     samples: list[RecordedSample] = field(default_factory=list)
     bad_rows: list[BadRow] = field(default_factory=list)
     records_without_heart_rate: int = 0
-    damage: str | None = None  # why reading stopped early (truncated or corrupt file)
+    damage: str | None = None  # why reading stopped early (truncated, corrupt, time went back)
+    damage_position: str | None = None  # where, when a position is to blame
+    time_base: TimeBase = "utc"
+
+    def add(self, sample: RecordedSample) -> bool:
+        """Append ``sample`` unless it goes back in time; then record why and return False."""
+        if self.samples and sample.timestamp < self.samples[-1].timestamp:
+            previous = self.samples[-1]
+            at, before = (x.timestamp.isoformat(timespec="milliseconds")
+                          for x in (sample, previous))
+            self.damage = (
+                f"{sample.position} goes back in time ({at} is before {previous.position}'s "
+                f"{before}); replay needs samples in time order"
+            )
+            self.damage_position = sample.position
+            return False
+        self.samples.append(sample)
+        return True
 
 
 def read_recording(path: Path) -> Recording:
@@ -79,45 +101,33 @@ def read_recording(path: Path) -> Recording:
 
 
 def read_fit(path: Path) -> Recording:
-    """Heart-rate records (and RR intervals from ``hrv`` messages) of a FIT file."""
-    recording = Recording()
+    """Heart-rate samples of a FIT file: records (``hr`` messages merged in) with RR intervals."""
+    content = read_fit_content(path)
+    merge_heart_rates(content.hr_messages, content.records, path)
+    recording = Recording(damage=content.damage)
     pending_rr: list[float] = []
-    try:
-        with fitdecode.FitReader(
-            str(path),
-            check_crc=fitdecode.CrcCheck.RAISE,
-            error_handling=fitdecode.ErrorHandling.RAISE,
-        ) as reader:
-            for frame in reader:
-                if not isinstance(frame, fitdecode.FitDataMessage):
-                    continue
-                if frame.name == "hrv" and frame.has_field("time"):
-                    # Raw values are whole milliseconds (the profile scales them to seconds).
-                    raw = frame.get_field("time").raw_value
-                    values = raw if isinstance(raw, tuple | list) else (raw,)
-                    pending_rr.extend(float(value) for value in values if value is not None)
-                elif frame.name == "record":
-                    timestamp = frame.get_value("timestamp", fallback=None)
-                    heart_rate = frame.get_value("heart_rate", fallback=None)
-                    if timestamp is None or heart_rate is None:
-                        recording.records_without_heart_rate += 1
-                        continue
-                    measurement = Measurement(int(heart_rate), None, None, tuple(pending_rr))
-                    recording.samples.append(RecordedSample(_as_utc(timestamp), measurement))
-                    pending_rr = []
-    except fitdecode.FitEOFError as exc:
-        recording.damage = f"the file is truncated ({exc})"
-    except fitdecode.FitCRCError as exc:
-        recording.damage = f"a checksum does not match, the file is corrupt ({exc})"
-    except fitdecode.FitHeaderError as exc:
-        recording.damage = f"a FIT header is corrupt ({exc})"
-    except fitdecode.FitError as exc:
-        recording.damage = f"the FIT data cannot be decoded ({exc})"
+    bases: set[TimeBase] = set()
+    for record in content.records:
+        pending_rr.extend(record.rr_ms)
+        if record.time_s is None or record.heart_rate is None:
+            recording.records_without_heart_rate += 1
+            continue
+        moment, base = utc_of(record.time_s, content.correlation_s)
+        bases.add(base)
+        if len(bases) > 1 and "relative" in bases:
+            position = f"record {record.number}"
+            raise ReplayError(
+                f"{path}: {position} mixes device-relative time (seconds since power-on) with "
+                "UTC times, and the file has no timestamp_correlation message to join them",
+                path=str(path), position=position,
+            )
+        measurement = Measurement(record.heart_rate, None, None, tuple(pending_rr))
+        if not recording.add(RecordedSample(moment, measurement, f"record {record.number}")):
+            break
+        pending_rr = []
+    recording.time_base = "relative" if "relative" in bases else (
+        "correlated" if "correlated" in bases else "utc")
     return recording
-
-
-def _as_utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def read_csv(path: Path) -> Recording:
@@ -127,7 +137,6 @@ def read_csv(path: Path) -> Recording:
         reader = csv.reader(handle)
         columns: dict[str, int] | None = None
         positional = False  # no header: exactly timestamp,heart_rate[,rr_intervals_ms]
-        previous: tuple[int, datetime] | None = None
         for row in reader:
             line = reader.line_num
             if not any(cell.strip() for cell in row):
@@ -139,16 +148,14 @@ def read_csv(path: Path) -> Recording:
                 columns = {name: index for index, name in enumerate(_CSV_COLUMNS)}
                 positional = True
             try:
-                sample = _csv_sample(row, columns, positional)
-                if previous is not None and sample.timestamp < previous[1]:
-                    raise ValueError(f"timestamp goes back in time (before line {previous[0]}'s)")
+                sample = _csv_sample(row, columns, positional, f"line {line}")
             except ValueError as exc:
                 bad = BadRow(line, ",".join(row), str(exc))
                 logger.warning("%s line %d skipped: %s (%r)", path.name, line, bad.reason, bad.text)
                 recording.bad_rows.append(bad)
                 continue
-            previous = (line, sample.timestamp)
-            recording.samples.append(sample)
+            if not recording.add(sample):
+                break
     return recording
 
 
@@ -166,7 +173,9 @@ def _header_columns(row: list[str], path: Path) -> dict[str, int] | None:
     return {name: names.index(name) for name in _CSV_COLUMNS if name in names}
 
 
-def _csv_sample(row: list[str], columns: dict[str, int], positional: bool) -> RecordedSample:
+def _csv_sample(
+    row: list[str], columns: dict[str, int], positional: bool, position: str
+) -> RecordedSample:
     if positional and len(row) not in (2, 3):
         raise ValueError(f"expected timestamp,heart_rate[,rr_intervals_ms], got {len(row)} columns")
     if len(row) <= max(columns["timestamp"], columns["heart_rate"]):
@@ -183,7 +192,7 @@ def _csv_sample(row: list[str], columns: dict[str, int], positional: bool) -> Re
     rr_column = columns.get("rr_intervals_ms")
     if rr_column is not None and rr_column < len(row) and row[rr_column].strip():
         rr = _parse_rr(row[rr_column].strip())
-    return RecordedSample(timestamp, Measurement(heart_rate, None, None, rr))
+    return RecordedSample(timestamp, Measurement(heart_rate, None, None, rr), position)
 
 
 def _parse_timestamp(text: str) -> datetime:
@@ -224,8 +233,9 @@ class ReplaySource(HeartRateSource):
 
     ``speed=None`` replays as fast as the consumer takes it. Samples keep the file's timestamps
     unless ``retime`` is set: then the whole session is shifted to start now (at real time or
-    slower) or to end by now (faster), never into the future. ``duration_s`` keeps only the
-    first seconds of the recording.
+    slower) or to end by now (faster), never into the future. A recording whose times are only
+    device-relative (:attr:`time_base` ``"relative"``) is always placed that way. ``duration_s``
+    keeps only the first seconds of the recording.
     """
 
     def __init__(
@@ -247,11 +257,15 @@ class ReplaySource(HeartRateSource):
         self.session = Session(athlete_id, device_id[:128], session_id)
         self.bad_rows: list[BadRow] = []
         self.records_without_heart_rate = 0
+        #: "utc" (the file's own times), "correlated" (device times put on UTC by the file's
+        #: timestamp_correlation) or "relative" (device times, replayed from the start of replay).
+        self.time_base: TimeBase | None = None  # known once the file is read
 
     async def _produce(self) -> None:
         recording = await asyncio.to_thread(read_recording, self.path)
         self.bad_rows = recording.bad_rows
         self.records_without_heart_rate = recording.records_without_heart_rate
+        self.time_base = recording.time_base
         samples = recording.samples
         if not samples and recording.damage is None:
             raise ReplayError(
@@ -264,7 +278,12 @@ class ReplaySource(HeartRateSource):
         if samples:
             first = samples[0].timestamp
             shift = timedelta(0)
-            if self.retime:
+            relative = recording.time_base == "relative"
+            if relative:
+                logger.info("%s: record times are device-relative (seconds since power-on, no "
+                            "timestamp_correlation); replaying them from the start of replay",
+                            self.path.name)
+            if self.retime or relative:
                 span_s = (samples[-1].timestamp - first).total_seconds()
                 if self.duration_s is not None:
                     span_s = min(span_s, self.duration_s)
@@ -272,6 +291,10 @@ class ReplaySource(HeartRateSource):
             detail = f"replaying {self.path.name}: {len(samples)} samples"
             if self.bad_rows:
                 detail += f", {len(self.bad_rows)} bad rows skipped"
+            if recording.time_base != "utc":
+                detail += {"relative": ", device-relative times placed at the start of replay",
+                           "correlated": ", device times put on UTC by timestamp_correlation",
+                           }[recording.time_base]
             await self._emit(session.event("connected", to_utc_ms(first + shift), detail))
             loop = asyncio.get_running_loop()
             started = loop.time()
@@ -295,5 +318,5 @@ class ReplaySource(HeartRateSource):
             raise ReplayError(
                 f"{self.path}: {recording.damage}; {replayed} heart-rate sample(s) before the "
                 "damage were replayed",
-                path=str(self.path),
+                path=str(self.path), position=recording.damage_position,
             )

@@ -2,7 +2,9 @@
 mapping. Stdlib only, packaged into the Lambda zip beside ``hrnb.wire.records``.
 
 Keeps the reference mapping (``timestamp`` date, ``heart_rate`` integer) and types every other
-field; replicas are 0 so a single-node cluster is green, not yellow.
+field; replicas are 0 so a single-node cluster is green, not yellow. ``heart_rate`` is null for a
+sample read without skin contact and has no ``null_value`` on purpose: such samples are counted,
+but every heart-rate aggregation (avg, stats, percentiles, ranges) skips them.
 """
 
 from __future__ import annotations

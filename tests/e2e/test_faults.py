@@ -69,8 +69,8 @@ PipelineFactory = Callable[..., Pipeline]
 
 
 def simulated(seed: int) -> SimulatedSource:
-    """Two athletes at 2 Hz in real time, no contact losses (those are dead-lettered as 0 bpm),
-    until the test's script stops the session."""
+    """Two athletes at 2 Hz in real time, no contact losses (every sample carries a heart
+    rate), until the test's script stops the session."""
     return SimulatedSource(ATHLETES, rate_hz=RATE_HZ, seed=seed, contact_loss_every_s=None)
 
 

@@ -222,15 +222,17 @@ def test_malformed_notifications_are_counted_and_skipped(emulated_watch: Watch) 
         watch.notify(encode_measurement(70))
         watch.notify(bytes.fromhex("10 48 01"))  # a truncated RR interval
         watch.notify(b"")
+        watch.notify(bytes.fromhex("14 5a"))  # RR flagged, none sent: kept, counted
         watch.notify(encode_measurement(71))
-        await collector.wait_for(2)
+        await collector.wait_for(3)
         await collector.close()
         return collector, source
 
     collector, source = asyncio.run(scenario())
 
-    assert [(s.seq, s.heart_rate) for s in collector.samples] == [(0, 70), (1, 71)]
+    assert [(s.seq, s.heart_rate) for s in collector.samples] == [(0, 70), (1, 90), (2, 71)]
     assert source.rejected_payloads == 2
+    assert source.rr_flagged_empty_payloads == 1
 
 
 def test_contact_loss_is_reported_as_events(emulated_watch: Watch) -> None:
