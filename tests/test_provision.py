@@ -521,7 +521,7 @@ def test_region_other_than_the_set_up_one_is_refused(
     mine: Settings, artifacts: provision.LambdaArtifacts,
 ) -> None:
     provision.ensure_stream(mine)
-    provision.StateFile(mine).update(region=mine.region)
+    provision_state.StateFile(mine).update(region=mine.region)
     elsewhere = mine.with_overrides(region="eu-west-1")
     with pytest.raises(ProvisionError, match=f"set up in region {mine.region}") as caught:
         provision.teardown(elsewhere)

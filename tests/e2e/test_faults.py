@@ -229,7 +229,7 @@ async def test_lambda_worker_killed_mid_batch(pipeline: PipelineFactory) -> None
         mapping = poller.mapping()
         assert mapping is not None and mapping["worker_pid"] is not None
         worker = psutil.Process(mapping["worker_pid"])
-        assert any(part.endswith("lambda_worker.py") for part in worker.cmdline())
+        assert any(part.endswith("hrnb/local/worker.py") for part in worker.cmdline())
         worker.send_signal(signal.SIGKILL)
         live.mark("killed")
         say(f"killed the Lambda worker (pid {worker.pid}) mid-batch")

@@ -71,7 +71,7 @@ class Deployed:
         if not opensearch.indices.exists(index=index):
             return 0
         # A count before the new index's primary shard is active answers 503.
-        opensearch.cluster.health(index=index, wait_for_status="yellow", timeout="30s")
+        opensearch.cluster.health(index=index, wait_for_status="yellow", params={"timeout": "30s"})
         return int(opensearch.count(index=index)["count"])
 
 
