@@ -101,13 +101,18 @@ def _recording(args: argparse.Namespace, settings: Settings) -> int:
 
     source = ReplaySource(args.file, speed=None)
 
-    async def read() -> list[Sample]:
+    async def read() -> tuple[int, Sample, Sample]:
+        count, first, last = 0, None, None
         async with source:
-            return [item async for item in source if isinstance(item, Sample)]
+            async for item in source:
+                if isinstance(item, Sample):
+                    count, first, last = count + 1, first or item, item
+        assert first is not None and last is not None  # a recording without samples raises
+        return count, first, last
 
-    samples = asyncio.run(read())
-    first, last = samples[0].received_at, samples[-1].received_at
-    print(f"{args.file}: {len(samples)} heart-rate samples, {first:%Y-%m-%d %H:%M:%S} to "
+    count, first_sample, last_sample = asyncio.run(read())
+    first, last = first_sample.received_at, last_sample.received_at
+    print(f"{args.file}: {count} heart-rate samples, {first:%Y-%m-%d %H:%M:%S} to "
           f"{last:%H:%M:%S} UTC ({(last - first).total_seconds():g} s)")
     print(f"times: {source.time_base}; records without heart rate: "
           f"{source.records_without_heart_rate}; bad rows skipped: {len(source.bad_rows)}")

@@ -13,8 +13,13 @@ One time rule for both formats: samples never go back in time (equal times are k
 truncated or corrupt file, or one whose time goes backwards, replays the samples before the
 problem, then raises :class:`~hrnb.errors.ReplayError` naming the file and, for time, the
 position (``line 7``, ``record 12``). Bad CSV rows are logged with their line number, kept in
-:attr:`ReplaySource.bad_rows` and skipped. Files are read in a worker thread, so a notebook's
-event loop never waits on the disk.
+:attr:`ReplaySource.bad_rows` and skipped.
+
+Files are read as they are replayed, a chunk at a time in a worker thread, so a notebook's event
+loop never waits on the disk and a CSV of any size replays in bounded memory, its first sample
+out at once. A FIT file is decoded whole first: Garmin's ``hr`` merge needs every message (FIT
+recordings are a few MB at most). Only a CSV replayed faster than real time with ``retime``
+reads the file twice, first to learn where it ends.
 """
 
 from __future__ import annotations
@@ -24,14 +29,17 @@ import csv
 import logging
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
+from typing import TextIO
 
 from hrnb.errors import ReplayError
 from hrnb.hrm import Measurement
 from hrnb.sources.base import DEFAULT_ATHLETE_ID, HeartRateSource, Session, session_start, to_utc_ms
-from hrnb.sources.fit import TimeBase, merge_heart_rates, read_fit_content, utc_of
+from hrnb.sources.fit import FitContent, TimeBase, merge_heart_rates, read_fit_content, utc_of
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +47,8 @@ REPLAY_SUFFIXES = (".fit", ".csv")
 _CSV_COLUMNS = ("timestamp", "heart_rate", "rr_intervals_ms")
 _RR_SEPARATORS = re.compile(r"[\s;]+")
 _DEVICE_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.:@-]")
+#: Samples handed from the reading thread to the replay at a time.
+_CHUNK = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,19 +71,20 @@ class BadRow:
 
 @dataclass
 class Recording:
-    """What a file yielded: the readable samples, what was skipped, and any damage at the end."""
+    """What reading a file has met so far: samples accepted, what was skipped, and any damage."""
 
-    samples: list[RecordedSample] = field(default_factory=list)
+    samples_read: int = 0
+    last: RecordedSample | None = None
     bad_rows: list[BadRow] = field(default_factory=list)
     records_without_heart_rate: int = 0
     damage: str | None = None  # why reading stopped early (truncated, corrupt, time went back)
     damage_position: str | None = None  # where, when a position is to blame
     time_base: TimeBase = "utc"
 
-    def add(self, sample: RecordedSample) -> bool:
-        """Append ``sample`` unless it goes back in time; then record why and return False."""
-        if self.samples and sample.timestamp < self.samples[-1].timestamp:
-            previous = self.samples[-1]
+    def accept(self, sample: RecordedSample) -> bool:
+        """Take ``sample`` unless it goes back in time; then record why and return False."""
+        previous = self.last
+        if previous is not None and sample.timestamp < previous.timestamp:
             at, before = (x.timestamp.isoformat(timespec="milliseconds")
                           for x in (sample, previous))
             self.damage = (
@@ -82,29 +93,67 @@ class Recording:
             )
             self.damage_position = sample.position
             return False
-        self.samples.append(sample)
+        self.last = sample
+        self.samples_read += 1
         return True
 
 
-def read_recording(path: Path) -> Recording:
-    """Read a .fit or .csv file (blocking; sources call it in a thread). ReplayError if unusable."""
+def open_recording(path: Path) -> tuple[Recording, Iterator[RecordedSample]]:
+    """A .fit or .csv file's samples as an iterator, and what reading them meets (blocking: call
+    it and the iterator in a thread). ReplayError if unusable."""
     suffix = path.suffix.lower()
     if suffix not in REPLAY_SUFFIXES:
         raise ReplayError(
             f"{path}: replay reads .fit or .csv files, not {suffix or 'files without a suffix'}",
             path=str(path),
         )
-    try:
-        return read_fit(path) if suffix == ".fit" else read_csv(path)
-    except OSError as exc:
-        raise ReplayError(f"cannot read {path}: {exc.strerror or exc}", path=str(path)) from exc
+    recording = Recording()
+    with _read_errors(path):
+        samples = read_fit(path, recording) if suffix == ".fit" else read_csv(path, recording)
+    return recording, samples
 
 
-def read_fit(path: Path) -> Recording:
-    """Heart-rate samples of a FIT file: records (``hr`` messages merged in) with RR intervals."""
+class _read_errors:  # noqa: N801 - used as a context manager, like contextlib's helpers
+    """OS errors while reading ``path`` become ReplayError naming it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, OSError):
+            raise ReplayError(f"cannot read {self.path}: {exc.strerror or exc}",
+                              path=str(self.path)) from exc
+        if isinstance(exc, (UnicodeDecodeError, csv.Error)):
+            raise ReplayError(f"{self.path} is not a UTF-8 text CSV file ({exc})",
+                              path=str(self.path)) from exc
+
+
+def take(path: Path, samples: Iterator[RecordedSample], count: int) -> list[RecordedSample]:
+    """The next ``count`` samples at most (blocking, for a worker thread)."""
+    with _read_errors(path):
+        return list(islice(samples, count))
+
+
+def read_fit(path: Path, recording: Recording) -> Iterator[RecordedSample]:
+    """Heart-rate samples of a FIT file: records (``hr`` messages merged in) with RR intervals.
+    The file is decoded here, at once; the samples are then handed out one by one."""
     content = read_fit_content(path)
     merge_heart_rates(content.hr_messages, content.records, path)
-    recording = Recording(damage=content.damage)
+    recording.damage = content.damage
+    bases: set[TimeBase] = set()
+    for record in content.records:
+        if record.time_s is not None and record.heart_rate is not None:
+            bases.add(utc_of(record.time_s, content.correlation_s)[1])
+    recording.time_base = "relative" if "relative" in bases else (
+        "correlated" if "correlated" in bases else "utc")
+    return _fit_samples(path, content, recording)
+
+
+def _fit_samples(path: Path, content: FitContent, recording: Recording
+                 ) -> Iterator[RecordedSample]:
     pending_rr: list[float] = []
     bases: set[TimeBase] = set()
     for record in content.records:
@@ -122,18 +171,22 @@ def read_fit(path: Path) -> Recording:
                 path=str(path), position=position,
             )
         measurement = Measurement(record.heart_rate, None, None, tuple(pending_rr))
-        if not recording.add(RecordedSample(moment, measurement, f"record {record.number}")):
-            break
+        sample = RecordedSample(moment, measurement, f"record {record.number}")
+        if not recording.accept(sample):
+            return
+        yield sample
         pending_rr = []
-    recording.time_base = "relative" if "relative" in bases else (
-        "correlated" if "correlated" in bases else "utc")
-    return recording
 
 
-def read_csv(path: Path) -> Recording:
-    """Rows of ``timestamp,heart_rate[,rr_intervals_ms]``; bad ones become :class:`BadRow`."""
-    recording = Recording()
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+def read_csv(path: Path, recording: Recording) -> Iterator[RecordedSample]:
+    """Rows of ``timestamp,heart_rate[,rr_intervals_ms]``, read as they are asked for; bad ones
+    become :class:`BadRow`."""
+    handle = path.open(newline="", encoding="utf-8-sig")
+    return _csv_samples(path, handle, recording)
+
+
+def _csv_samples(path: Path, handle: TextIO, recording: Recording) -> Iterator[RecordedSample]:
+    with handle:
         reader = csv.reader(handle)
         columns: dict[str, int] | None = None
         positional = False  # no header: exactly timestamp,heart_rate[,rr_intervals_ms]
@@ -154,9 +207,9 @@ def read_csv(path: Path) -> Recording:
                 logger.warning("%s line %d skipped: %s (%r)", path.name, line, bad.reason, bad.text)
                 recording.bad_rows.append(bad)
                 continue
-            if not recording.add(sample):
-                break
-    return recording
+            if not recording.accept(sample):
+                return
+            yield sample
 
 
 def _header_columns(row: list[str], path: Path) -> dict[str, int] | None:
@@ -262,45 +315,56 @@ class ReplaySource(HeartRateSource):
         self.time_base: TimeBase | None = None  # known once the file is read
 
     async def _produce(self) -> None:
-        recording = await asyncio.to_thread(read_recording, self.path)
-        self.bad_rows = recording.bad_rows
-        self.records_without_heart_rate = recording.records_without_heart_rate
+        recording, samples = await asyncio.to_thread(open_recording, self.path)
+        self.bad_rows = recording.bad_rows  # grows as the file is read
         self.time_base = recording.time_base
-        samples = recording.samples
-        if not samples and recording.damage is None:
+        # The first sample alone, so it goes out as soon as it is read.
+        chunk = await asyncio.to_thread(take, self.path, samples, 1)
+        replayed = 0
+        if chunk:
+            replayed = await self._replay(recording, samples, chunk)
+        self.records_without_heart_rate = recording.records_without_heart_rate
+        if not replayed and recording.damage is None:
             raise ReplayError(
                 f"{self.path} holds no heart-rate samples"
                 + (f" ({len(self.bad_rows)} bad rows skipped)" if self.bad_rows else ""),
                 path=str(self.path),
             )
+        if recording.damage is not None:
+            raise ReplayError(
+                f"{self.path}: {recording.damage}; {replayed} heart-rate sample(s) before the "
+                "damage were replayed",
+                path=str(self.path), position=recording.damage_position,
+            )
+
+    async def _replay(self, recording: Recording, samples: Iterator[RecordedSample],
+                      chunk: list[RecordedSample]) -> int:
+        """Emit the samples, chunk by chunk as the thread reads them; how many were replayed."""
         session = self.session
+        first = chunk[0].timestamp
+        shift = timedelta(0)
+        relative = recording.time_base == "relative"
+        if relative:
+            logger.info("%s: record times are device-relative (seconds since power-on, no "
+                        "timestamp_correlation); replaying them from the start of replay",
+                        self.path.name)
+        if self.retime or relative:
+            shift = session_start(await self._span_s(first), self.speed) - first
+        detail = f"replaying {self.path.name}"
+        if recording.time_base != "utc":
+            detail += {"relative": ", device-relative times placed at the start of replay",
+                       "correlated": ", device times put on UTC by timestamp_correlation",
+                       }[recording.time_base]
+        await self._emit(session.event("connected", to_utc_ms(first + shift), detail))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         replayed = 0
-        if samples:
-            first = samples[0].timestamp
-            shift = timedelta(0)
-            relative = recording.time_base == "relative"
-            if relative:
-                logger.info("%s: record times are device-relative (seconds since power-on, no "
-                            "timestamp_correlation); replaying them from the start of replay",
-                            self.path.name)
-            if self.retime or relative:
-                span_s = (samples[-1].timestamp - first).total_seconds()
-                if self.duration_s is not None:
-                    span_s = min(span_s, self.duration_s)
-                shift = session_start(span_s, self.speed) - first
-            detail = f"replaying {self.path.name}: {len(samples)} samples"
-            if self.bad_rows:
-                detail += f", {len(self.bad_rows)} bad rows skipped"
-            if recording.time_base != "utc":
-                detail += {"relative": ", device-relative times placed at the start of replay",
-                           "correlated": ", device times put on UTC by timestamp_correlation",
-                           }[recording.time_base]
-            await self._emit(session.event("connected", to_utc_ms(first + shift), detail))
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            for sample in samples:
+        last = first
+        while chunk:
+            for sample in chunk:
                 offset_s = (sample.timestamp - first).total_seconds()
                 if self.duration_s is not None and offset_s > self.duration_s:
+                    chunk = []
                     break
                 if self.speed is not None:
                     delay = started + offset_s / self.speed - loop.time()
@@ -312,11 +376,28 @@ class ReplaySource(HeartRateSource):
                 for item in session.items(sample.measurement, received_at):
                     await self._emit(item)
                 replayed += 1
-            end = to_utc_ms(samples[replayed - 1].timestamp + shift)
-            await self._emit(session.event("disconnected", end, "end of recording"))
-        if recording.damage is not None:
-            raise ReplayError(
-                f"{self.path}: {recording.damage}; {replayed} heart-rate sample(s) before the "
-                "damage were replayed",
-                path=str(self.path), position=recording.damage_position,
-            )
+                last = sample.timestamp
+            else:
+                chunk = await asyncio.to_thread(take, self.path, samples, _CHUNK)
+        detail = f"end of recording: {replayed} samples"
+        if self.bad_rows:
+            detail += f", {len(self.bad_rows)} bad rows skipped"
+        await self._emit(session.event("disconnected", to_utc_ms(last + shift), detail))
+        return replayed
+
+    async def _span_s(self, first: datetime) -> float | None:
+        """Seconds from the first sample to the last replayed, needed only to place a session
+        played faster than real time so it ends by now (a second pass over the file)."""
+        if self.speed is not None and self.speed <= 1.0:
+            return None  # starts now; no need to know where it ends
+
+        def last_timestamp() -> datetime:
+            _, samples = open_recording(self.path)
+            last = first
+            with _read_errors(self.path):
+                for sample in samples:
+                    last = sample.timestamp
+            return last
+
+        span_s = (await asyncio.to_thread(last_timestamp) - first).total_seconds()
+        return span_s if self.duration_s is None else min(span_s, self.duration_s)

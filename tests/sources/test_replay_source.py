@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import logging
+import os
+import threading
 import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -222,3 +224,51 @@ def test_unreadable_or_unsupported_files(tmp_path: Path) -> None:
     text.write_text("hello")
     _, error = replay_until_error(ReplaySource(text, athlete_id="r"))
     assert ".fit or .csv" in str(error)
+
+
+def test_a_csv_replays_as_it_is_read_not_after_the_whole_file(tmp_path: Path) -> None:
+    """A named pipe stands in for a file too large to read first: the replay must hand out the
+    first sample while the rest of the 'file' has not been written yet."""
+    fifo = tmp_path / "live.csv"
+    os.mkfifo(fifo)
+    first_seen = threading.Event()
+    rest_waited_for_a_sample: list[bool] = []
+    start = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
+
+    def row(i: int) -> str:
+        return f"{(start + timedelta(seconds=i)).isoformat()},{100 + i}\n"
+
+    def writer() -> None:
+        with fifo.open("w") as out:
+            out.write("timestamp,heart_rate\n" + "".join(row(i) for i in range(3)))
+            out.flush()
+            # The rest arrives once the replay has handed out a sample (or after 10 s: a replay
+            # that reads the whole file first never does before the file ends).
+            rest_waited_for_a_sample.append(first_seen.wait(timeout=10))
+            out.write("".join(row(i) for i in range(3, 2000)))
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+
+    async def run() -> list[int]:
+        bpms: list[int] = []
+        async with ReplaySource(fifo, speed=None) as source:
+            async for item in source:
+                if isinstance(item, Sample):
+                    first_seen.set()
+                    bpms.append(item.heart_rate)
+        return bpms
+
+    bpms = asyncio.run(asyncio.wait_for(run(), timeout=60))
+    thread.join(5)
+    assert rest_waited_for_a_sample == [True]
+    assert bpms == [100 + i for i in range(2000)]
+
+
+def test_a_binary_file_named_csv_is_a_replay_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "photo.csv"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00binary" * 50)
+
+    _, error = replay_until_error(ReplaySource(path, speed=None))
+
+    assert str(path) in str(error) and "not a UTF-8 text CSV file" in str(error)
