@@ -7,7 +7,7 @@ the same documents and ids, and the same OpenSearch node:
   and posted unsigned, one request per batch, on one keep-alive connection from this process;
   only the status and the answer's ``"errors":false`` are checked (no JSON parsing);
 - **handler**: ``lambda/handler.py`` as built by ``infra_scripts/build_lambda.py``, run by
-  ``hrnb.lambda_worker`` on python3.12: decoding, validation, SigV4 signing, per-item answers;
+  ``hrnb.local.worker`` on python3.12: decoding, validation, SigV4 signing, per-item answers;
 - **before** (with ``--before SRC``): the handler of another source tree (a checkout of an
   earlier commit), built and run the same way.
 
@@ -54,10 +54,11 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from hrnb.clients import aws_client, opensearch_client  # noqa: E402
 from hrnb.config import Settings  # noqa: E402
-from hrnb.esm import KinesisEvent, kinesis_event, store_local_code, unpacked_code  # noqa: E402
-from hrnb.index_schema import dead_letter_template, index_template  # noqa: E402
-from hrnb.lambda_worker import FunctionSpec, LambdaWorker, find_runtime_python  # noqa: E402
-from hrnb.records import (  # noqa: E402
+from hrnb.local.code_store import store_local_code, unpacked_code  # noqa: E402
+from hrnb.local.worker import FunctionSpec, LambdaWorker, find_runtime_python  # noqa: E402
+from hrnb.wire.index_schema import dead_letter_template, index_template  # noqa: E402
+from hrnb.wire.kinesis import KinesisEvent, kinesis_event  # noqa: E402
+from hrnb.wire.records import (  # noqa: E402
     decode_record,
     document_id,
     encode_record,
@@ -126,7 +127,8 @@ def plain_body(index: str, records: Sequence[Mapping[str, Any]], now: datetime) 
         parsed = decode_record(base64.b64decode(kinesis["data"]))
         arrival = datetime.fromtimestamp(float(kinesis["approximateArrivalTimestamp"]), tz=UTC)
         document = {**parsed, "kinesis_arrival": format_timestamp(arrival),
-                    "ingested_at": format_timestamp(now), "alert": parsed["heart_rate"] > 150}
+                    "ingested_at": format_timestamp(now),
+                    "alert": parsed["heart_rate"] is not None and parsed["heart_rate"] > 150}
         lines.append(json.dumps({"index": {"_index": index, "_id": document_id(parsed)}},
                                 separators=(",", ":")))
         lines.append(json.dumps(document, separators=(",", ":")))
@@ -175,7 +177,7 @@ def deploy(source_root: Path, work: Path, settings: Settings) -> Deployment:
     built = build(work / "build", architectures=("x86_64",), source_root=source_root)
     local = settings.with_overrides(state_dir=work / "state")
     for artifact in (built.function, built.layer("x86_64")):
-        store_local_code(local, artifact.path.read_bytes())
+        store_local_code(local.state_dir, artifact.path.read_bytes())
     return Deployment(unpacked_code(local.state_dir, built.function.code_sha256),
                       unpacked_code(local.state_dir, built.layer("x86_64").code_sha256))
 
@@ -432,7 +434,7 @@ def render(approaches: Mapping[str, Approach], cpu: Mapping[str, Mapping[str, fl
         "",
         "- **plain**: the same documents serialised into `_bulk` bodies beforehand, posted "
         "unsigned on one keep-alive connection, the answer checked for `\"errors\":false` only;",
-        "- **handler**: `lambda/handler.py` from its built zips in `hrnb.lambda_worker` "
+        "- **handler**: `lambda/handler.py` from its built zips in `hrnb.local.worker` "
         "(decoding, validation, dead-letter routing, SigV4 signing, per-item answers), timed "
         "by the Duration the worker reports for each invocation (what Lambda bills);",
     ]

@@ -2,11 +2,12 @@
 
 Each scenario gets a pipeline of its own (a fresh prefix: stream, role, function, trigger, index,
 provisioned by :func:`hrnb.provision.setup` exactly as ``hrnb setup`` does) and its own local
-event source mapping poller (``python -m hrnb.esm``), which runs the built Lambda zips in a worker
-process. A producer subprocess (this file's ``produce`` role) streams simulated athletes at 1 Hz
-in real time through :class:`hrnb.streaming.StreamSession` and
-:class:`hrnb.producer.KinesisProducer`, as ``hrnb stream`` does. Meanwhile this process samples
-CPU and RSS of every process of the pipeline with psutil and times sample→searchable with
+event source mapping poller (``python -m hrnb.local.poller``), which runs the built Lambda zips in a
+worker process. A producer subprocess (this file's ``produce`` role) streams simulated athletes at
+1 Hz
+in real time through :class:`hrnb.stream.session.StreamSession` and
+:class:`hrnb.stream.producer.KinesisProducer`, as ``hrnb stream`` does. Meanwhile this process
+samples CPU and RSS of every process of the pipeline with psutil and times sample→searchable with
 :class:`hrnb.query.SearchableProbe`.
 
 Scenarios: one athlete for 2 minutes; then N athletes for 60 s (N = 10, 100, 1000), then a few
@@ -68,9 +69,9 @@ from hrnb import provision  # noqa: E402
 from hrnb.clients import aws_client, opensearch_client  # noqa: E402
 from hrnb.config import Settings  # noqa: E402
 from hrnb.live import export_png  # noqa: E402
-from hrnb.localstack import stop_process_group  # noqa: E402
+from hrnb.local.launcher import stop_process_group  # noqa: E402
 from hrnb.query import SearchableProbe, latency, plot_latency  # noqa: E402
-from hrnb.records import encode_record, make_record  # noqa: E402
+from hrnb.wire.records import encode_record, make_record  # noqa: E402
 from infra_scripts.build_lambda import build  # noqa: E402
 
 TARGET_SINGLE_P99_S = 1.0
@@ -135,12 +136,12 @@ def produce_main(argv: Sequence[str]) -> int:
 
 
 async def _produce(settings: Settings, athletes: int, duration_s: float) -> dict[str, Any]:
-    from hrnb.producer import KinesisProducer
     from hrnb.sources.simulated import SimulatedSource
-    from hrnb.streaming import StreamProgress, StreamSession
+    from hrnb.stream.producer import KinesisProducer
+    from hrnb.stream.session import StreamProgress, StreamSession
 
-    # No contact losses: a 0 bpm sample is dead-lettered by design, and here every sample
-    # must be indexed.
+    # No contact losses, as in the runs docs/benchmarks.md reports, so every sample carries a
+    # heart rate and the figures stay comparable.
     source = SimulatedSource(athlete_ids(athletes), rate_hz=1.0, duration_s=duration_s,
                              speed=1.0, seed=7, contact_loss_every_s=None)
     started = time.monotonic()
@@ -377,7 +378,7 @@ def pipeline(workdir: Path, build_dir: Path, config: Config, emulator: Emulator,
     runner = [sys.executable] + (["-m", "cProfile", "-o", str(profile)] if profile else [])
     log = (workdir / f"{prefix}-esm.log").open("ab")
     poller = subprocess.Popen(
-        [*runner, "-m", "hrnb.esm", "--state-dir", str(settings.state_dir),
+        [*runner, "-m", "hrnb.local.poller", "--state-dir", str(settings.state_dir),
          "--aws-endpoint-url", str(settings.resolved_aws_endpoint_url), "--region",
          settings.region, "--function", settings.function_name,
          "--poll-interval", str(config.poll_interval_s)],
@@ -815,7 +816,8 @@ def diagnosis_lines(failing: Outcome, profiled: Outcome | None, profiled_off: Ou
             header, "|---|---:|---:|" + ("---:|---:|" if off else ""), *rows, "",
             "For every record put on a stream that has an event source mapping, moto tries to "
             "run the mapped function in a Docker container, whether the mapping is enabled or "
-            "not (the local target creates it disabled, since `hrnb.esm` runs the function). "
+            "not (the local target creates it disabled, since `hrnb.local.poller` runs the "
+            "function). "
             "There is no Docker here, so each attempt builds two Docker clients that fail, and "
             "writes the failure to the function's log group in the emulator. moto also finds "
             "a shard's last sequence number by listing every record of the shard, once per "
@@ -892,7 +894,8 @@ def render(single: Outcome | None, scale: Sequence[Outcome], largest: Outcome | 
         "",
         "**Set-up per scenario.** A fresh prefix provisioned with `hrnb.provision.setup` (stream, "
         "role, function from the built zips, trigger, index template and index), its own local "
-        "event source mapping poller (`python -m hrnb.esm`, which runs the handler from the zips "
+        "event source mapping poller (`python -m hrnb.local.poller`, which runs the handler from "
+        "the zips "
         "in a worker process on the python3.12 runtime), and a producer subprocess streaming "
         "simulated athletes in real time through `StreamSession` and `KinesisProducer` (the "
         "`hrnb stream` path, on-disk spool included). One warm-up record goes through first, so "
@@ -1031,7 +1034,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     opensearch_pid = listening_pid(Settings.from_env(target="local").opensearch_port)
     if opensearch_pid is None:
         raise SystemExit("the OpenSearch node is not running: start it with 'hrnb local up'")
-    from hrnb.lambda_worker import find_runtime_python
+    from hrnb.local.worker import find_runtime_python
 
     worker_python = Path(find_runtime_python("python3.12") or sys.executable).name
     started_load = " ".join(f"{x:.1f}" for x in os.getloadavg())

@@ -6,7 +6,7 @@ fresh stream of the local stack (the emulator's PutRecord slows down as a shard 
 - **reference**: the reference project's way, one synchronous ``put_record`` per sample with the
   constant partition key ``"partition-key"``, called where the sample arrives (so the source
   waits for every call);
-- **producer**: :class:`hrnb.producer.KinesisProducer` with its defaults (on-disk spool,
+- **producer**: :class:`hrnb.stream.producer.KinesisProducer` with its defaults (on-disk spool,
   PutRecords batches of at most one record per athlete, 50 ms linger); the records are submitted
   as fast as the source can and the clock stops when Kinesis acknowledged the last one.
 
@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from hrnb.config import Settings
-from hrnb.producer import KinesisProducer, ensure_local_stream, kinesis_client
-from hrnb.records import Record, encode_record, make_record
+from hrnb.stream.producer import KinesisProducer, ensure_local_stream, kinesis_client
+from hrnb.wire.records import Record, encode_record, make_record
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_PARTITION_KEY = "partition-key"
@@ -191,7 +191,7 @@ def render(results: dict[int, tuple[Run, Run]], *, command: str, records: int, r
         "# Kinesis producer throughput",
         "",
         "Records per second into the emulated Kinesis of the local stack (moto server on "
-        "loopback), the reference project's way beside `hrnb.producer.KinesisProducer`, "
+        "loopback), the reference project's way beside `hrnb.stream.producer.KinesisProducer`, "
         f"alternating round by round on the same {records:,} records, each measurement on a "
         "fresh on-demand stream (the emulator slows down as a shard fills); "
         f"best of {rounds} rounds. The reference calls `put_record` once per sample with the "

@@ -1,8 +1,9 @@
 """Query latency on a big index: "last N minutes" and "last value per 5 s" for one athlete.
 
 The index holds ``--docs`` documents (1,000,000 by default) with the real ``heart_rate`` mapping
-(:func:`hrnb.index_schema.index_template`): ``--athletes`` athletes at 1 Hz side by side, so one
-athlete's session is docs/athletes seconds long (10,000 s, 2.8 h, by default). It is bulk-loaded
+(:func:`hrnb.wire.index_schema.index_template`): ``--athletes`` athletes at 1 Hz side by side,
+so one athlete's session is docs/athletes seconds long (10,000 s, 2.8 h, by default). It is
+bulk-loaded
 with opensearch-py's ``helpers.parallel_bulk`` (refresh off while loading) into a dedicated index
 that is kept between runs, since loading takes a minute or two; ``--rebuild`` loads it again and
 ``--delete`` removes it.
@@ -40,10 +41,10 @@ from opensearchpy import helpers  # noqa: E402
 
 from hrnb.clients import opensearch_client  # noqa: E402
 from hrnb.config import Settings  # noqa: E402
-from hrnb.index_schema import index_template  # noqa: E402
 from hrnb.live import export_png  # noqa: E402
 from hrnb.query import QueryResult, last_minutes, last_per_interval  # noqa: E402
-from hrnb.records import format_timestamp  # noqa: E402
+from hrnb.wire.index_schema import index_template  # noqa: E402
+from hrnb.wire.records import format_timestamp  # noqa: E402
 
 INDEX = "hrnb-bench-query"
 DOCS = REPO_ROOT / "docs" / "benchmarks"

@@ -1,7 +1,7 @@
 """The handler's CPU per record without the HTTP round trip, measured in the Lambda interpreter.
 
 Run by ``bench/bench_handler.py`` as ``python3.12 -I -S bench/handler_probe.py INPUT`` with the
-unpacked function zip and layer on ``sys.path`` (as ``hrnb.lambda_worker`` runs the handler), so
+unpacked function zip and layer on ``sys.path`` (as ``hrnb.local.worker`` runs the handler), so
 it times the packaged code on the runtime's Python. INPUT is a JSON file: ``paths`` (the zip
 roots), ``environment`` (the function's variables), ``rounds``, ``output`` (where the figures
 go; stdout carries the handler's logs) and ``batches``: for each batch size, its ``events``,

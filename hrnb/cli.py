@@ -24,9 +24,9 @@ def _progress(message: str) -> None:
 
 # --- local ---------------------------------------------------------------------------------------
 def _local_up(args: argparse.Namespace, settings: Settings) -> int:
-    from hrnb import localstack
+    from hrnb.local import launcher
 
-    result = localstack.up(settings, progress=_progress, poller=not args.no_poller)
+    result = launcher.up(settings, progress=_progress, poller=not args.no_poller)
     if args.started_file:
         with open(args.started_file, "w") as handle:
             handle.write(",".join(result.started))
@@ -35,27 +35,27 @@ def _local_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _local_down(args: argparse.Namespace, settings: Settings) -> int:
-    from hrnb import localstack
+    from hrnb.local import launcher
 
-    only = localstack.SERVICES
+    only = launcher.SERVICES
     if args.only:
         only = tuple(name for name in args.only.split(",") if name)
-    unknown = sorted(set(only) - set(localstack.SERVICES))
+    unknown = sorted(set(only) - set(launcher.SERVICES))
     if unknown:
         raise ConfigError(
             f"--only: unknown service(s) {', '.join(unknown)}; choose from "
-            + ", ".join(localstack.SERVICES),
+            + ", ".join(launcher.SERVICES),
             setting="only",
         )
-    result = localstack.down(settings, wipe=args.wipe, only=only, progress=_progress)
+    result = launcher.down(settings, wipe=args.wipe, only=only, progress=_progress)
     print("stopped: " + (", ".join(result.stopped) or "nothing (hrnb had started nothing)"))
     return 0
 
 
 def _local_status(args: argparse.Namespace, settings: Settings) -> int:
-    from hrnb import localstack
+    from hrnb.local import launcher
 
-    result = localstack.status(settings)
+    result = launcher.status(settings)
     _print_stack(result, as_json=args.json)
     return 0 if result.healthy else 1
 
@@ -94,6 +94,31 @@ def _scan(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if devices else 1
 
 
+def _recording(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from hrnb.sources import ReplaySource, Sample
+
+    source = ReplaySource(args.file, speed=None)
+
+    async def read() -> tuple[int, Sample, Sample]:
+        count, first, last = 0, None, None
+        async with source:
+            async for item in source:
+                if isinstance(item, Sample):
+                    count, first, last = count + 1, first or item, item
+        assert first is not None and last is not None  # a recording without samples raises
+        return count, first, last
+
+    count, first_sample, last_sample = asyncio.run(read())
+    first, last = first_sample.received_at, last_sample.received_at
+    print(f"{args.file}: {count} heart-rate samples, {first:%Y-%m-%d %H:%M:%S} to "
+          f"{last:%H:%M:%S} UTC ({(last - first).total_seconds():g} s)")
+    print(f"times: {source.time_base}; records without heart rate: "
+          f"{source.records_without_heart_rate}; bad rows skipped: {len(source.bad_rows)}")
+    return 0
+
+
 # --- stream ------------------------------------------------------------------------------------
 def _speed(text: str) -> float | None:
     """``--speed``: a factor such as 1, 10 or 0.5, or ``max`` for as fast as possible."""
@@ -108,7 +133,7 @@ def _speed(text: str) -> float | None:
 def _stream(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from hrnb import streaming
+    from hrnb.stream import session as streaming
 
     options = streaming.parse_stream_options(
         args.source, duration_s=args.duration, athletes=args.athletes, athlete_id=args.athlete,
@@ -200,7 +225,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     from hrnb.demo import run_demo
-    from hrnb.session import format_report
+    from hrnb.live.session import format_report
 
     result = run_demo(settings, build_dir=Path(args.build_dir), out_dir=Path(args.out),
                       duration_s=args.duration, athletes=args.athletes, progress=_progress)
@@ -269,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     scan = commands.add_parser("scan", help="list watches advertising heart rate (0x180D)")
     scan.add_argument("--timeout", type=float, default=5.0, help="seconds to listen (5)")
     scan.set_defaults(handler=_scan)
+
+    recording = commands.add_parser(
+        "recording", help="read a .fit/.csv recording as a replay would and summarise it")
+    recording.add_argument("file", help="the recording")
+    recording.set_defaults(handler=_recording)
 
     stream = commands.add_parser("stream", help="stream heart rate to Kinesis")
     stream.add_argument("--source", default="simulated",

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hrnb import localstack
 from hrnb.config import Settings
 from hrnb.errors import ConfigError, HrnbError
+from hrnb.live.session import SUMMARY_FILE
+from hrnb.local import launcher
 from hrnb.notebooks import notebook_path, run_notebook
-from hrnb.session import SUMMARY_FILE
 
 Progress = Callable[[str], None]
 
@@ -55,8 +55,8 @@ def run_demo(
     common = {"target": "local", "prefix": settings.prefix, "index_name": settings.index_name}
 
     progress("1/4 local stack")
-    stack = localstack.up(settings, progress=progress)
-    if stack.service(localstack.POLLER).pid is None:
+    stack = launcher.up(settings, progress=progress)
+    if stack.service(launcher.POLLER).pid is None:
         raise HrnbError("the local event source mapping poller is not running: "
                         "see 'hrnb local status'")
     steps = [

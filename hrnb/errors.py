@@ -62,11 +62,14 @@ class DeviceNotFoundError(SourceError):
 
 
 class ReplayError(SourceError):
-    """A recorded session (FIT or CSV) cannot be read; `.path` names the file."""
+    """A recorded session (FIT or CSV) cannot be read; `.path` names the file and `.position`
+    the place in it (``line 7``, ``record 12``), when one is to blame."""
 
-    def __init__(self, message: str, *, path: str | None = None) -> None:
+    def __init__(self, message: str, *, path: str | None = None,
+                 position: str | None = None) -> None:
         super().__init__(message)
         self.path = path
+        self.position = position
 
 
 class ProducerError(HrnbError):

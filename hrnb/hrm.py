@@ -11,8 +11,18 @@ by the flags byte:
     bits 5-7  reserved, ignored
 
 A payload that disagrees with its flags raises :class:`~hrnb.errors.MeasurementError` showing the
-bytes; nothing is ever guessed. Parsing runs once per notification for every athlete, so the
-layouts are precompiled :class:`struct.Struct` objects chosen by the flags.
+bytes (a field cut short, bytes nothing announced, half an RR value); nothing is ever guessed.
+
+One disagreement is accepted on purpose: bit 4 set with no RR values after the fixed fields
+(``14 5a``, ``17 01 01``). The SIG defines bit 4 as "one or more RR-Interval values are present"
+and Nordic's library rejects such payloads, but straps send them when no beat ended since the last
+notification (the reference project's example packet is one), and every field the payload does
+carry is complete. Rejecting it would throw away a true heart rate to punish an empty list, so it
+decodes to a measurement with no RR intervals; :func:`rr_flag_without_intervals` tells a source
+to count it (``BleakSource.rr_flagged_empty_payloads``).
+
+Parsing runs once per notification for every athlete, so the layouts are precompiled
+:class:`struct.Struct` objects chosen by the flags.
 """
 
 from __future__ import annotations
@@ -144,6 +154,13 @@ def parse_measurement(data: bytes | bytearray | memoryview) -> Measurement:
         )
     rr = tuple(map(_rr_units_to_ms, _RR_STRUCTS[extra >> 1].unpack_from(data, fixed)))
     return _measurement(heart_rate, sensor_contact, energy, rr)
+
+
+def rr_flag_without_intervals(data: bytes | bytearray | memoryview) -> bool:
+    """True for a payload :func:`parse_measurement` accepted although its flags announce RR
+    intervals and it carries none (see the module docstring)."""
+    flags = data[0]
+    return bool(flags & _RR_PRESENT) and len(data) == _LAYOUTS[flags & _KNOWN_FLAGS][0].size
 
 
 def _truncated(flags: int, data: bytes) -> MeasurementError:

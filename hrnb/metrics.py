@@ -7,6 +7,9 @@ Units are in the names: bpm, ms, s. Times are timezone-aware ``datetime`` (UTC).
 Sampling is irregular (a watch notifies about once a second, and drops out), so durations are
 weighted: a sample holds until the next one, unless the gap is longer than ``max_gap_s`` — then
 nobody knows what happened in it, and the sample counts for the series' typical interval only.
+
+A sample without a heart rate (None or NaN: read without skin contact) is a gap: it ends the
+sample before it, counts for no zone and ends a threshold episode.
 """
 
 from __future__ import annotations
@@ -144,18 +147,25 @@ def sample_durations_s(
     return [*durations, typical] if seconds else []
 
 
+def has_heart_rate(bpm: float | None) -> bool:
+    """False for a sample without a heart rate (None, or NaN as pandas holds a null)."""
+    return bpm is not None and not math.isnan(bpm)
+
+
 def time_in_zones_s(
     timestamps: Sequence[datetime],
-    bpms: Sequence[float],
+    bpms: Sequence[float | None],
     zones: HeartRateZones,
     max_gap_s: float = DEFAULT_MAX_GAP_S,
 ) -> dict[int, float]:
-    """Seconds spent in each zone 0..5 (every zone present, 0.0 when never reached)."""
+    """Seconds spent in each zone 0..5 (every zone present, 0.0 when never reached); time
+    without a heart rate counts for none."""
     if len(timestamps) != len(bpms):
         raise ValueError(f"{len(timestamps)} timestamps but {len(bpms)} heart rates")
     totals = dict.fromkeys(range(len(ZONE_NAMES)), 0.0)
     for bpm, duration in zip(bpms, sample_durations_s(timestamps, max_gap_s), strict=True):
-        totals[zones.zone_of(bpm)] += duration
+        if has_heart_rate(bpm):
+            totals[zones.zone_of(bpm)] += duration
     return totals
 
 
@@ -179,12 +189,12 @@ class ThresholdEpisode:
 
 def threshold_episodes(
     timestamps: Sequence[datetime],
-    bpms: Sequence[int],
+    bpms: Sequence[int | None],
     threshold_bpm: float,
     max_gap_s: float = DEFAULT_MAX_GAP_S,
 ) -> list[ThresholdEpisode]:
-    """Episodes above ``threshold_bpm``; a sample at or below it, or a gap longer than
-    ``max_gap_s``, ends one."""
+    """Episodes above ``threshold_bpm``; a sample at or below it or without a heart rate, or a
+    gap longer than ``max_gap_s``, ends one."""
     if len(timestamps) != len(bpms):
         raise ValueError(f"{len(timestamps)} timestamps but {len(bpms)} heart rates")
     durations = sample_durations_s(timestamps, max_gap_s)
@@ -198,7 +208,7 @@ def threshold_episodes(
                 start=timestamps[first],
                 end=timestamps[last] + timedelta(seconds=durations[last]),
                 duration_s=math.fsum(durations[i] for i in run),
-                peak_bpm=max(bpms[i] for i in run),
+                peak_bpm=int(max(bpms[i] for i in run)),  # type: ignore[type-var]
                 samples=len(run),
                 ongoing=ongoing,
             )
@@ -209,9 +219,10 @@ def threshold_episodes(
         broken = bool(run) and (
             (timestamps[i] - timestamps[run[-1]]).total_seconds() > max_gap_s
         )
-        if run and (broken or not is_above(bpm, threshold_bpm)):
+        above = has_heart_rate(bpm) and is_above(bpm, threshold_bpm)  # type: ignore[arg-type]
+        if run and (broken or not above):
             close(ongoing=False)
-        if is_above(bpm, threshold_bpm):
+        if above:
             run.append(i)
     if run:
         close(ongoing=True)

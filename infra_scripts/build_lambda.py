@@ -2,9 +2,10 @@
 
 The reference built its layer by hand. Here one command builds, for the python3.12 runtime:
 
-- ``function.zip``: ``lambda/handler.py`` at the root and the shared, stdlib-only schema modules
-  (``hrnb/__init__.py``, ``errors.py``, ``records.py``, ``index_schema.py``) under ``hrnb/``, so the
-  handler and the producer share one wire format by packaging, never by copying;
+- ``function.zip``: ``lambda/handler.py`` at the root and, under ``hrnb/``, the stdlib-only
+  package marker, ``errors.py`` and the whole ``wire/`` folder, so the handler and the producer
+  share one wire format by packaging, never by copying (a new wire module ships without a list
+  to update);
 - ``layer-x86_64.zip`` and ``layer-arm64.zip``: the pinned, hashed closure in
   ``lambda/requirements.txt`` as manylinux wheels for that architecture, unpacked under ``python/``.
 
@@ -40,8 +41,8 @@ DEFAULT_WHEEL_CACHE = Path.home() / ".cache" / "hrnb" / "wheels"
 
 RUNTIME = "python3.12"
 PYTHON_VERSION = "3.12"
-#: The shared schema, packaged beside handler.py: stdlib-only modules of hrnb.
-SHARED_MODULES = ("__init__.py", "errors.py", "records.py", "index_schema.py")
+#: What of hrnb ships beside handler.py: the package marker, the error tree and hrnb/wire.
+PACKAGED_ROOTS = ("hrnb/__init__.py", "hrnb/errors.py", "hrnb/wire")
 #: Lambda architecture name -> wheel platform machine.
 ARCHITECTURES: Mapping[str, str] = {"x86_64": "x86_64", "arm64": "aarch64"}
 #: The python3.12 runtime runs on Amazon Linux 2023 (glibc 2.34): these wheel tags load there.
@@ -120,9 +121,19 @@ def build(
 def function_entries(source_root: Path) -> dict[str, bytes]:
     """Archive name -> content for the function zip."""
     entries = {"handler.py": _read(source_root / "lambda" / "handler.py")}
-    for name in SHARED_MODULES:
-        entries[f"hrnb/{name}"] = _read(source_root / "hrnb" / name)
+    for name in packaged_sources(source_root):
+        entries[name] = _read(source_root / name)
     return entries
+
+
+def packaged_sources(source_root: Path) -> list[str]:
+    """The hrnb files the function zip carries, as archive names (``hrnb/wire/records.py``)."""
+    names: list[str] = []
+    for root in PACKAGED_ROOTS:
+        path = source_root / root
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        names += [file.relative_to(source_root).as_posix() for file in files]
+    return names
 
 
 def fetch_wheels(requirements: Path, arch: str, cache: Path, target: Path) -> list[Path]:

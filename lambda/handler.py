@@ -9,9 +9,12 @@ which Lambda puts in ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSI
 Per batch:
 
 - each record is decoded straight from the event dict (base64, then JSON) and validated by the
-  shared schema (``hrnb.records``, packaged beside this file);
+  shared schema (``hrnb.wire.records``, packaged beside this file);
 - good records are indexed under ``_id`` = athlete/session/seq, so a re-sent or re-delivered
   record overwrites itself; ``kinesis_arrival``, ``ingested_at`` and ``alert`` are added;
+- samples read without skin contact are good records too: indexed with ``heart_rate`` null and
+  ``sensor_contact`` false (the shared schema turns an older producer's 0 bpm into null), so
+  queries and charts show a gap and the dead-letter index holds only bad input;
 - bad records (not base64, not JSON, schema violations, implausible heart rate or time) go to the
   dead-letter index with the raw payload, the reason and their Kinesis coordinates, keyed by the
   record's stream position so redelivery never duplicates them; they never fail the batch;
@@ -45,7 +48,7 @@ from requests import RequestException, Session, Timeout
 from requests_aws4auth import AWS4Auth
 
 from hrnb.errors import ConfigError, RecordError
-from hrnb.records import decode_record, document_id, format_timestamp, plausibility_problem
+from hrnb.wire.records import decode_record, document_id, format_timestamp, plausibility_problem
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -176,7 +179,8 @@ def to_delivery(
     problem = plausibility_problem(parsed, now=now)
     if problem is not None:
         return dead_letter(record, config, now, reason=problem)
-    alert = parsed["heart_rate"] > config.alert_threshold_bpm
+    heart_rate = parsed["heart_rate"]
+    alert = heart_rate is not None and heart_rate > config.alert_threshold_bpm
     document = {
         **parsed,
         "kinesis_arrival": _arrival(record),

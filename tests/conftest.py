@@ -15,13 +15,13 @@ from hrnb.config import Settings
 @pytest.fixture(scope="session")
 def settings() -> Iterator[Settings]:
     """Settings for the local stack; starts it when nothing answers and stops what it started."""
-    from hrnb import localstack
+    from hrnb.local import launcher
 
     current = Settings.from_env(target="local")
-    started = localstack.up(current)
+    started = launcher.up(current)
     yield current
     if started.started_anything:
-        localstack.down(current)
+        launcher.down(current)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from hrnb.hrm import (
     parse_battery_level,
     parse_body_sensor_location,
     parse_measurement,
+    rr_flag_without_intervals,
 )
 
 RR_UNIT_MS = 1000 / 1024
@@ -68,14 +69,38 @@ def test_reserved_flag_bits_are_ignored(reserved: int) -> None:
         ("10 5a 00 04", Measurement(90, None, None, (1000.0,))),
         ("1e 5a 34 12 00 04 00 02", Measurement(90, True, 0x1234, (1000.0, 500.0))),
         ("1f 2c 01 ff ff ff ff", Measurement(300, True, 0xFFFF, (0xFFFF * RR_UNIT_MS,))),
-        # The reference's example packet: RR flagged, none sent in this notification.
-        ("14 5a", Measurement(90, False, None, ())),
         ("00 00", Measurement(0)),
     ],
 )
 def test_spec_vectors(hex_payload: str, expected: Measurement) -> None:
     assert parse_measurement(bytes.fromhex(hex_payload)) == expected
     assert parse_measurement(bytearray.fromhex(hex_payload)) == expected  # what Bleak hands over
+
+
+@pytest.mark.parametrize(
+    ("hex_payload", "expected"),
+    [
+        # The reference's example packet: RR flagged, none sent in this notification.
+        ("14 5a", Measurement(90, False, None, ())),
+        ("17 01 01", Measurement(257, True, None, ())),
+        ("18 5a 10 00", Measurement(90, None, 16, ())),
+    ],
+)
+def test_rr_flag_without_values_is_accepted_and_told_apart(
+    hex_payload: str, expected: Measurement
+) -> None:
+    data = bytes.fromhex(hex_payload)
+    assert parse_measurement(data) == expected
+    assert rr_flag_without_intervals(data)
+
+
+@pytest.mark.parametrize(
+    "hex_payload", ["00 48", "16 5a 00 04", "1f 2c 01 ff ff ff ff", "0e 5a 01 00"]
+)
+def test_payloads_that_agree_with_their_flags_are_not_told_apart(hex_payload: str) -> None:
+    data = bytes.fromhex(hex_payload)
+    parse_measurement(data)
+    assert not rr_flag_without_intervals(data)
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from hrnb import localstack
 from hrnb.config import Settings
+from hrnb.local import launcher
 
 pytestmark = pytest.mark.stack
 
@@ -71,7 +71,7 @@ def test_up_reports_endpoints_and_a_healthy_2_19_node(private_stack: Settings,
 
 
 def test_up_twice_is_a_no_op(private_stack: Settings, private_env: dict[str, str]) -> None:
-    before = localstack.status(private_stack)
+    before = launcher.status(private_stack)
     again = _hrnb(private_env, "local", "up", "--no-poller", "--json")
     assert again.returncode == 0, again.stderr
     report = json.loads(again.stdout)
@@ -83,7 +83,7 @@ def test_up_twice_is_a_no_op(private_stack: Settings, private_env: dict[str, str
 
 def test_down_leaves_no_process_behind(private_stack: Settings,
                                        private_env: dict[str, str]) -> None:
-    before = localstack.status(private_stack)
+    before = launcher.status(private_stack)
     pids = [before.service(name).pid for name in ("aws", "opensearch")]
     children = [c.pid for pid in pids for c in psutil.Process(pid).children(recursive=True)]
     result = _hrnb(private_env, "local", "down")
@@ -91,7 +91,7 @@ def test_down_leaves_no_process_behind(private_stack: Settings,
     assert "aws" in result.stdout and "opensearch" in result.stdout
     assert not [pid for pid in pids + children if psutil.pid_exists(pid)
                 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
-    after = localstack.status(private_stack)
+    after = launcher.status(private_stack)
     assert not after.healthy
     # Start it again for any later test of this module.
     assert _hrnb(private_env, "local", "up", "--no-poller").returncode == 0
@@ -126,4 +126,4 @@ def test_missing_java_names_it_and_the_install_command(private_env: dict[str, st
     assert "needs Java 17" in result.stderr
     assert "apt-get install openjdk-17" in result.stderr
     # The emulator it had started is stopped again: nothing half-started is left.
-    assert not localstack.status(Settings.from_env(env)).service("aws").healthy
+    assert not launcher.status(Settings.from_env(env)).service("aws").healthy

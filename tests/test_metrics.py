@@ -129,6 +129,25 @@ def test_time_in_zones_weighs_each_sample_by_how_long_it_held() -> None:
         time_in_zones_s([at(0), at(1)], [90], zones)
 
 
+@pytest.mark.parametrize("missing", [None, float("nan")])
+def test_time_without_a_heart_rate_counts_for_no_zone(missing: float | None) -> None:
+    zones = zones_from_max_hr(200)
+    stamps = [at(s) for s in range(6)]
+    bpms = [185, 185, missing, missing, 130, 130]  # contact lost for 2 s
+    assert time_in_zones_s(stamps, bpms, zones) == {0: 0, 1: 0, 2: 2, 3: 0, 4: 0, 5: 2}
+
+
+@pytest.mark.parametrize("missing", [None, float("nan")])
+def test_a_sample_without_a_heart_rate_ends_an_episode(missing: float | None) -> None:
+    bpms = [160, 170, missing, 165, 165.0]
+    episodes = threshold_episodes([at(s) for s in range(5)], bpms, threshold_bpm=150)
+    assert episodes == [
+        ThresholdEpisode(at(0), at(2), 2.0, 170, 2, ongoing=False),
+        ThresholdEpisode(at(3), at(5), 2.0, 165, 2, ongoing=True),
+    ]
+    assert isinstance(episodes[1].peak_bpm, int)
+
+
 # --- threshold episodes --------------------------------------------------------------------------
 def test_threshold_episodes_with_durations_gaps_and_an_ongoing_one() -> None:
     seconds = [0, 1, 2, 3, 4, 5, 6, 30, 31, 32, 33]

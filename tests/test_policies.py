@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from hrnb import policies
+from hrnb.provision import policies
 
 ACCOUNT = "123456789012"
 STREAM = f"arn:aws:kinesis:ap-south-1:{ACCOUNT}:stream/hrnb-hr-stream"

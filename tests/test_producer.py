@@ -43,7 +43,7 @@ from support.faultproxy import (
 from hrnb.clients import aws_client
 from hrnb.config import Settings
 from hrnb.errors import ConfigError, ProducerError, ProvisionError, RecordError, SpoolFullError
-from hrnb.producer import (
+from hrnb.stream.producer import (
     KinesisProducer,
     LatencyPercentiles,
     backoff_delay,
@@ -54,7 +54,7 @@ from hrnb.producer import (
     plan_batch,
     sort_out_response,
 )
-from hrnb.spool import Spool, SpooledRecord
+from hrnb.stream.spool import Spool, SpooledRecord
 
 # --- pure steps -----------------------------------------------------------------------------------
 

@@ -21,10 +21,12 @@ from typing import Any
 import boto3
 import pytest
 
-from hrnb import policies, provision
+from hrnb import provision
 from hrnb.config import Settings
 from hrnb.errors import ConfigError, ProvisionError
-from hrnb.esm import code_store
+from hrnb.local.code_store import code_store
+from hrnb.provision import policies
+from hrnb.provision import state as provision_state
 
 ACCOUNT = "123456789012"
 
@@ -86,7 +88,7 @@ def by_step(results: tuple[provision.StepResult, ...]) -> dict[str, list[str]]:
 # --- pure ----------------------------------------------------------------------------------------
 def test_role_policy_for_settings_names_only_this_prefixes_resources() -> None:
     settings = Settings(prefix="alpha", region="ap-south-1")
-    arns = provision._Arns.of(settings, ACCOUNT)
+    arns = provision.Arns.of(settings, ACCOUNT)
     allowed = {
         f"arn:aws:kinesis:ap-south-1:{ACCOUNT}:stream/alpha-hr-stream",
         f"arn:aws:logs:ap-south-1:{ACCOUNT}:log-group:/aws/lambda/alpha-indexer:*",
@@ -99,7 +101,7 @@ def test_role_policy_for_settings_names_only_this_prefixes_resources() -> None:
 def test_domain_request_is_the_reference_configuration() -> None:
     settings = Settings(prefix="alpha")
     master = provision.MasterUser("admin", provision.generate_master_password())
-    request = provision.domain_request(settings, provision._Arns.of(settings, ACCOUNT), master)
+    request = provision.domain_request(settings, provision.Arns.of(settings, ACCOUNT), master)
     assert request["EngineVersion"].startswith("OpenSearch_2.")
     assert request["ClusterConfig"]["InstanceType"] == "t3.small.search"
     assert request["ClusterConfig"]["InstanceCount"] == 1
@@ -118,7 +120,7 @@ def test_domain_request_is_the_reference_configuration() -> None:
 
 def test_domain_drift_names_only_what_differs() -> None:
     settings = Settings(prefix="alpha")
-    desired = provision.domain_request(settings, provision._Arns.of(settings, ACCOUNT), None)
+    desired = provision.domain_request(settings, provision.Arns.of(settings, ACCOUNT), None)
     current = {key: value for key, value in desired.items() if key != "TagList"}
     current["ClusterConfig"] = {**desired["ClusterConfig"], "WarmEnabled": False}  # extra key
     assert provision.domain_drift(current, desired) == {}
@@ -163,7 +165,7 @@ def test_default_trigger_matches_the_reference() -> None:
 
 
 def test_template_comparison_sees_through_string_settings() -> None:
-    from hrnb.index_schema import index_template
+    from hrnb.wire.index_schema import index_template
 
     desired = index_template("heart_rate")
     stored = {**desired, "template": {**desired["template"], "settings": {
@@ -337,7 +339,7 @@ def test_setup_from_nothing_builds_the_reference(
 
     for zip_path in (artifacts.function_zip, artifacts.layer_zip):
         digest = __import__("hashlib").sha256(zip_path.read_bytes()).hexdigest()
-        assert (code_store(mine.state_dir) / f"{digest}.zip").exists()
+        assert (code_store(mine.cache_dir) / f"{digest}.zip").exists()  # kept by the emulator
 
     secret_file = provision.master_user_path(mine)
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
@@ -519,7 +521,7 @@ def test_region_other_than_the_set_up_one_is_refused(
     mine: Settings, artifacts: provision.LambdaArtifacts,
 ) -> None:
     provision.ensure_stream(mine)
-    provision._StateFile(mine).update(region=mine.region)
+    provision_state.StateFile(mine).update(region=mine.region)
     elsewhere = mine.with_overrides(region="eu-west-1")
     with pytest.raises(ProvisionError, match=f"set up in region {mine.region}") as caught:
         provision.teardown(elsewhere)
@@ -626,7 +628,7 @@ def test_master_user_file_is_private_and_tightened(tmp_path: Path,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     settings = Settings(prefix="alpha", state_dir=tmp_path / "state")
     assert provision.load_master_user(settings) is None
-    created = provision._create_master_user(settings)
+    created = provision_state._create_master_user(settings)
     path = provision.master_user_path(settings)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert created.password not in caplog.text

@@ -8,6 +8,7 @@ indexed (a 6 s dropout). Heart rate by seq: 0-19 at 95, 20-39 at 130, 40-49 at 1
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 from collections.abc import Callable, Iterator
@@ -24,9 +25,11 @@ from opensearchpy.helpers import bulk
 from hrnb import query
 from hrnb.config import Settings
 from hrnb.errors import ConfigError, QueryError
-from hrnb.index_schema import index_template
 from hrnb.metrics import zones_from_max_hr
-from hrnb.records import document_id, format_timestamp, make_record
+from hrnb.query import search as query_search
+from hrnb.query import views as query_views
+from hrnb.wire.index_schema import index_template
+from hrnb.wire.records import document_id, format_timestamp, make_record
 
 pytestmark = pytest.mark.stack
 
@@ -101,18 +104,25 @@ def os_client(settings: Settings) -> OpenSearch:
     return opensearch_client(settings)
 
 
+@contextlib.contextmanager
+def temporary_index(client: OpenSearch, prefix: str,
+                    docs: list[dict[str, Any]]) -> Iterator[str]:
+    import uuid
+
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    create_index(client, name)
+    try:
+        index_documents(client, name, docs)
+        yield name
+    finally:
+        client.indices.delete(index=name, ignore_unavailable=True)
+
+
 @pytest.fixture(scope="module")
 def known_index(os_client: OpenSearch) -> Iterator[str]:
     """One index with the known session, shared by the read-only tests of this module."""
-    import uuid
-
-    name = f"hrnb-query-test-{uuid.uuid4().hex[:8]}"
-    create_index(os_client, name)
-    try:
-        index_documents(os_client, name, known_documents())
+    with temporary_index(os_client, "hrnb-query-test", known_documents()) as name:
         yield name
-    finally:
-        os_client.indices.delete(index=name, ignore_unavailable=True)
 
 
 # --- samples -------------------------------------------------------------------------------------
@@ -139,7 +149,7 @@ def test_samples_filter_by_athlete_list_and_session(os_client, known_index) -> N
 
 
 def test_samples_page_through_more_than_one_page(os_client, known_index, monkeypatch) -> None:
-    monkeypatch.setattr(query, "PAGE_SIZE", 7)  # 128 documents → 19 pages
+    monkeypatch.setattr(query_search, "PAGE_SIZE", 7)  # 128 documents → 19 pages
     result = query.samples(os_client, known_index)
     assert len(result.df) == 128
     assert result.df["timestamp"].is_monotonic_increasing
@@ -152,6 +162,62 @@ def test_a_naive_time_is_refused_by_name(os_client, known_index) -> None:
     with pytest.raises(ConfigError, match="start must be timezone-aware") as caught:
         query.samples(os_client, known_index, start=datetime(2026, 3, 1, 7))
     assert caught.value.setting == "start"
+
+
+# --- contact loss --------------------------------------------------------------------------------
+def contact_documents() -> list[dict[str, Any]]:
+    """``cara/c1``: 30 samples at 1 Hz from T0: 160 bpm, then 10 s without skin contact (the
+    strap reads 0 bpm), then 120 bpm; RR constant within each stretch."""
+    docs = []
+    for seq in range(30):
+        contact = not 10 <= seq < 20
+        bpm = 160 if seq < 10 else 0 if not contact else 120
+        at = T0 + timedelta(seconds=seq)
+        record = make_record(athlete_id="cara", session_id="c1", device_id="strap-cara", seq=seq,
+                             timestamp=at, heart_rate=bpm, sensor_contact=contact,
+                             rr_intervals_ms=[60000 / bpm] * 2 if contact else [], sent_at=at)
+        stamp = format_timestamp(at)
+        docs.append({**record, "kinesis_arrival": stamp, "ingested_at": stamp,
+                     "alert": bpm > 150})
+    return docs
+
+
+@pytest.fixture(scope="module")
+def contact_index(os_client: OpenSearch) -> Iterator[str]:
+    with temporary_index(os_client, "hrnb-query-contact", contact_documents()) as name:
+        yield name
+
+
+def test_contact_loss_is_counted_but_never_averaged_as_0_bpm(os_client, contact_index) -> None:
+    row = query.summary(os_client, contact_index, threshold_bpm=150).df.iloc[0]
+    assert (row["samples"], row["no_contact"]) == (30, 10)
+    assert (row["min_bpm"], row["mean_bpm"], row["max_bpm"]) == (120, 140, 160)
+    sessions = query.sessions(os_client, contact_index).df.iloc[0]
+    assert (sessions["samples"], sessions["mean_bpm"]) == (30, 140)
+
+
+def test_contact_loss_is_a_gap_in_series_and_charts(os_client, contact_index) -> None:
+    result = query.samples(os_client, contact_index)
+    gap = result.df["heart_rate"].isna()
+    assert gap.tolist() == [10 <= seq < 20 for seq in range(30)]
+    assert not result.df["sensor_contact"][gap].any()
+    figure = query.plot_samples(result)
+    assert np.isnan(np.asarray(figure.data[0].y, dtype=float)).sum() == 10
+    assert not figure.data[0].connectgaps
+
+    last = query.last_per_interval(os_client, contact_index, "10s").df
+    assert last["heart_rate"].isna().tolist() == [False, True, False]
+
+
+def test_contact_loss_counts_for_no_zone_and_ends_an_episode(os_client, contact_index) -> None:
+    zones = query.time_in_zones(os_client, contact_index, zones_from_max_hr(200)).df
+    assert zones["seconds"].tolist() == [0, 0, 10, 0, 10, 0]
+    episodes = query.threshold_crossings(os_client, contact_index, 150).df
+    assert episodes[["start", "end", "peak_bpm", "ongoing"]].to_dict("records") == [
+        {"start": pd.Timestamp(T0), "end": pd.Timestamp(T0 + timedelta(seconds=10)),
+         "peak_bpm": 160, "ongoing": False}]
+    rmssd = query.rmssd_per_minute(os_client, contact_index).df.iloc[0]
+    assert (rmssd["rmssd_ms"], rmssd["rr_intervals"]) == (0.0, 40)  # no difference across it
 
 
 # --- last value per interval ---------------------------------------------------------------------
@@ -210,13 +276,13 @@ def test_summary_threshold_comes_from_settings(os_client, known_index) -> None:
 
 
 def test_summary_follows_composite_pages(os_client, known_index, monkeypatch) -> None:
-    original = query._composite
+    original = query_search._composite
 
     def small_pages(client, index, body, name):
         body["aggs"][name]["composite"]["size"] = 1
         return original(client, index, body, name)
 
-    monkeypatch.setattr(query, "_composite", small_pages)
+    monkeypatch.setattr(query_views, "_composite", small_pages)
     assert len(query.summary(os_client, known_index).df) == 3
 
 

@@ -1,4 +1,4 @@
-"""hrnb.session: the summary file and its presenter, misuse of a live session, and the set-up's
+"""hrnb.live.session: the summary file and its presenter, misuse of a live session, and the set-up's
 end-to-end check failing with a message that names what to look at. (The whole live session
 runs for real in tests/notebooks.)"""
 
@@ -14,8 +14,7 @@ import pytest
 from hrnb.config import Settings
 from hrnb.errors import HrnbError, ProvisionError
 from hrnb.live import LiveDashboard
-from hrnb.producer import ensure_local_stream
-from hrnb.session import (
+from hrnb.live.session import (
     AthleteReport,
     LiveSession,
     SessionReport,
@@ -24,6 +23,7 @@ from hrnb.session import (
     write_report,
 )
 from hrnb.sources import from_spec
+from hrnb.stream.producer import ensure_local_stream
 
 
 def report(alerts: tuple[dict[str, object], ...] = ()) -> SessionReport:
@@ -72,7 +72,7 @@ def test_verify_pipeline_names_the_function_when_no_record_comes_back(
     ensure_local_stream(own)  # a stream with no trigger and no function behind it
     try:
         with pytest.raises(ProvisionError) as caught:
-            asyncio.run(verify_pipeline(own, timeout_s=2.5, resend_every_s=1))
+            asyncio.run(verify_pipeline(own, timeout_s=6, resend_every_s=1))
     finally:
         make_aws_client("kinesis").delete_stream(StreamName=own.stream_name,
                                                  EnforceConsumerDeletion=True)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from hrnb.errors import ConfigError, ProducerError, SpoolFullError
-from hrnb.records import MAX_RECORD_BYTES
-from hrnb.spool import Spool, SpoolEntry
+from hrnb.stream.spool import Spool, SpoolEntry
+from hrnb.wire.records import MAX_RECORD_BYTES
 
 
 def entry(key: str, n: int, size: int = 10) -> SpoolEntry:

@@ -67,8 +67,8 @@ def test_emulator_invokes_only_enabled_kinesis_mappings(
     make_aws_client: Callable[..., Any], unique_name: Callable[[str], str]
 ) -> None:
     """Like AWS, a disabled mapping never runs its function (the local stack's mapping is
-    disabled: hrnb.esm runs the function). Seen from outside: moto writes each attempt to the
-    function's log group."""
+    disabled: hrnb.local.poller runs the function). Seen from outside: moto writes each attempt
+    to the function's log group."""
     import io
     import zipfile
 

@@ -23,9 +23,14 @@ from support.faultproxy import FaultProxy, Refuse
 from hrnb.config import Settings
 from hrnb.errors import ConfigError
 from hrnb.hrm import Measurement
-from hrnb.producer import KinesisProducer, LatencyPercentiles, ProducerMetrics, kinesis_client
 from hrnb.sources import ConnectionEvent, EventKind, HeartRateSource, Sample, SimulatedSource
-from hrnb.streaming import (
+from hrnb.stream.producer import (
+    KinesisProducer,
+    LatencyPercentiles,
+    ProducerMetrics,
+    kinesis_client,
+)
+from hrnb.stream.session import (
     StreamProgress,
     StreamSession,
     StreamSummary,
@@ -299,7 +304,7 @@ async def test_run_stream_creates_the_local_stream_and_delivers_a_simulated_sess
     settings: Settings, kinesis: Any, tmp_path: Path, unique_name: Callable[[str], str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="hrnb.producer")
+    caplog.set_level(logging.INFO, logger="hrnb.stream.producer")
     local = settings.with_overrides(prefix=unique_name("t"), state_dir=tmp_path / "state")
     options = parse_stream_options(
         "simulated", athletes=3, duration_s=5, rate_hz=4, speed=None

@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from hrnb.hrm import Measurement
-from hrnb.records import Record, make_record
+from hrnb.wire.records import Record, make_record
 
 logger = logging.getLogger(__name__)
 

@@ -45,6 +45,7 @@ from hrnb.hrm import (
     parse_battery_level,
     parse_body_sensor_location,
     parse_measurement,
+    rr_flag_without_intervals,
 )
 from hrnb.sources.base import DEFAULT_ATHLETE_ID, HeartRateSource, Session, utc_now_ms
 
@@ -132,7 +133,8 @@ class BleakSource(HeartRateSource):
     ``bleak_retry_connector.establish_connection`` (``connect_attempts`` each); between failed
     rounds the source waits ``reconnect_delays_s`` (the last repeats) and scans again, until the
     device returns or the source is closed. After ``duration_s`` (if set) it disconnects and ends.
-    Malformed notifications are logged, counted in ``rejected_payloads`` and skipped.
+    Malformed notifications are logged, counted in ``rejected_payloads`` and skipped; those that
+    flag RR intervals but carry none are kept and counted in ``rr_flagged_empty_payloads``.
     """
 
     def __init__(
@@ -162,6 +164,7 @@ class BleakSource(HeartRateSource):
         self.battery_level: int | None = None  # percent, read at each connection
         self.body_sensor_location: BodySensorLocation | None = None
         self.rejected_payloads = 0
+        self.rr_flagged_empty_payloads = 0
         self.reconnects = 0
 
     async def _produce(self) -> None:
@@ -301,6 +304,8 @@ class BleakSource(HeartRateSource):
                 self.rejected_payloads += 1
                 logger.warning("Skipping a notification from %s: %s", session.device_id, exc)
                 return
+            if rr_flag_without_intervals(data):
+                self.rr_flagged_empty_payloads += 1
             for item in session.items(measurement, received_at):
                 self._emit_nowait(item)
 

@@ -18,12 +18,12 @@ import uuid
 from pathlib import Path
 
 from hrnb.errors import ConfigError, RecordError
-from hrnb.records import make_record
 from hrnb.sources.base import DEFAULT_ATHLETE_ID, HeartRateSource, utc_now_ms
 from hrnb.sources.ble import BleakSource
 from hrnb.sources.emulated import EmulatedHeartRateMonitor, EmulatedWatchSource
 from hrnb.sources.replay import REPLAY_SUFFIXES, ReplaySource
 from hrnb.sources.simulated import WORKOUT_SECONDS, SimulatedAthlete, SimulatedSource, athlete_rng
+from hrnb.wire.records import make_record
 
 MAX_ATHLETES = 100_000
 MAX_RATE_HZ = 50.0

@@ -24,8 +24,8 @@ from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
 from hrnb.config import Settings
+from hrnb.live.session import SUMMARY_FILE
 from hrnb.notebooks import run_notebook
-from hrnb.session import SUMMARY_FILE
 
 pytestmark = [pytest.mark.browser, pytest.mark.stack, pytest.mark.timeout(300)]
 

@@ -4,8 +4,9 @@
 ``hrnb setup`` does, under a prefix and a state directory of the test's own: the stream, the
 role, the domain in the emulator, the index templates and indices on the OpenSearch node, the
 layer and function from the zips built once per session, and the disabled trigger. Its own
-poller process (``python -m hrnb.esm``) then runs the function from those zips. On request, a
-FaultProxy sits between the producer and the emulator, another between the function and the
+poller process (``python -m hrnb.local.poller``) then runs the function from those zips. On
+request, a FaultProxy sits between the producer and the emulator, another between the function and
+the
 node, and the indices live on a private OpenSearch node that the test may restart. Everything
 is torn down afterwards.
 """
@@ -22,9 +23,10 @@ import pytest
 from e2e_helpers import Pipeline, PollerProcess, say, wait_until
 from support.faultproxy import FaultProxy
 
-from hrnb import localstack, provision
+from hrnb import provision
 from hrnb.clients import aws_client, opensearch_client
 from hrnb.config import Settings
+from hrnb.local import launcher
 from infra_scripts.build_lambda import build
 
 PipelineFactory = Callable[..., Pipeline]
@@ -72,8 +74,8 @@ def pipeline(
                     opensearch_port=free_port(), opensearch_url=None,
                     state_dir=home / "opensearch-node")
                 say(f"private OpenSearch node on {node_settings.resolved_opensearch_url}")
-                cleanup.callback(localstack.down, node_settings, only=(localstack.OPENSEARCH,))
-                localstack.up(node_settings, poller=False, progress=say)
+                cleanup.callback(launcher.down, node_settings, only=(launcher.OPENSEARCH,))
+                launcher.up(node_settings, poller=False, progress=say)
             node_url = str(node_settings.resolved_opensearch_url)
             function_url = node_url
             search_proxy = None

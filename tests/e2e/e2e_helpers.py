@@ -26,13 +26,13 @@ from typing import Any
 from opensearchpy import helpers
 
 from hrnb.config import Settings
-from hrnb.esm import MappingStatus, read_status
 from hrnb.live import DASH, LiveModel
-from hrnb.producer import KinesisProducer, kinesis_client
+from hrnb.local.poller import MappingStatus, read_status
 from hrnb.query import missing_seqs
-from hrnb.records import decode_record
 from hrnb.sources import ConnectionEvent, HeartRateSource, Sample
-from hrnb.streaming import StreamSession, StreamSummary, format_progress
+from hrnb.stream.producer import KinesisProducer, kinesis_client
+from hrnb.stream.session import StreamSession, StreamSummary, format_progress
+from hrnb.wire.records import decode_record
 
 Key = tuple[str, str, int]  # (athlete_id, session_id, seq): a sample's identity and its _id
 
@@ -64,7 +64,7 @@ def key_of(item: Sample | Mapping[str, Any]) -> Key:
     return (item["athlete_id"], item["session_id"], int(item["seq"]))
 
 
-# --- the poller: python -m hrnb.esm ----------------------------------------------------------
+# --- the poller: python -m hrnb.local.poller ------------------------------------------------
 class PollerProcess:
     """The local event source mapping for one function, as its own process (restartable)."""
 
@@ -77,7 +77,7 @@ class PollerProcess:
         settings = self.settings
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "hrnb.esm", "--state-dir", str(settings.state_dir),
+                [sys.executable, "-m", "hrnb.local.poller", "--state-dir", str(settings.state_dir),
                  "--aws-endpoint-url", str(settings.resolved_aws_endpoint_url),
                  "--region", settings.region, "--function", settings.function_name,
                  "--poll-interval", "0.1"],

@@ -1,5 +1,5 @@
 """A producer in its own process, for the crash test: a simulated athlete streamed through
-:class:`hrnb.streaming.StreamSession` into :class:`hrnb.producer.KinesisProducer`, as
+:class:`hrnb.stream.session.StreamSession` into :class:`hrnb.stream.producer.KinesisProducer`, as
 ``hrnb stream`` does, with the live view's model listening.
 
 Each sample becomes one JSON line on stdout as soon as the producer accepted it: its identity,
@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 
 from hrnb.config import Settings
 from hrnb.live import LiveModel
-from hrnb.producer import KinesisProducer, kinesis_client
 from hrnb.sources import ConnectionEvent, Sample, SimulatedSource
-from hrnb.streaming import StreamSession
+from hrnb.stream.producer import KinesisProducer, kinesis_client
+from hrnb.stream.session import StreamSession
 
 
 async def run(args: argparse.Namespace) -> None:

@@ -41,15 +41,15 @@ from e2e_helpers import (
 from support import run_async
 from support.faultproxy import Delay, FailEntries, FaultProxy, Refuse, Respond, path_matches
 
-from hrnb import localstack
 from hrnb.live import DASH, line_xy
-from hrnb.records import encode_record, make_record
+from hrnb.local import launcher
 from hrnb.sources import (
     EmulatedHeartRateMonitor,
     EmulatedWatchSource,
     SimulatedAthlete,
     SimulatedSource,
 )
+from hrnb.wire.records import encode_record, make_record
 
 pytestmark = pytest.mark.stack
 
@@ -69,8 +69,8 @@ PipelineFactory = Callable[..., Pipeline]
 
 
 def simulated(seed: int) -> SimulatedSource:
-    """Two athletes at 2 Hz in real time, no contact losses (those are dead-lettered as 0 bpm),
-    until the test's script stops the session."""
+    """Two athletes at 2 Hz in real time, no contact losses (every sample carries a heart
+    rate), until the test's script stops the session."""
     return SimulatedSource(ATHLETES, rate_hz=RATE_HZ, seed=seed, contact_loss_every_s=None)
 
 
@@ -190,11 +190,11 @@ async def test_opensearch_node_restarted_mid_session(pipeline: PipelineFactory) 
         control.notes["count_before"] = await count_now(pipe)
         live.mark("stopping")
         say(f"stopping the OpenSearch node at {node.resolved_opensearch_url}")
-        await asyncio.to_thread(localstack.down, node, only=(localstack.OPENSEARCH,),
+        await asyncio.to_thread(launcher.down, node, only=(launcher.OPENSEARCH,),
                                 progress=say)
         await asyncio.sleep(5.0)  # samples keep coming while the node is down
         say("starting the OpenSearch node again")
-        await asyncio.to_thread(localstack.up, node, poller=False, progress=say)
+        await asyncio.to_thread(launcher.up, node, poller=False, progress=say)
         control.notes["count_after"] = await count_now(pipe)
         live.mark("restarted")
         await live.wait_samples(8, since="restarted")
@@ -229,7 +229,7 @@ async def test_lambda_worker_killed_mid_batch(pipeline: PipelineFactory) -> None
         mapping = poller.mapping()
         assert mapping is not None and mapping["worker_pid"] is not None
         worker = psutil.Process(mapping["worker_pid"])
-        assert any(part.endswith("lambda_worker.py") for part in worker.cmdline())
+        assert any(part.endswith("hrnb/local/worker.py") for part in worker.cmdline())
         worker.send_signal(signal.SIGKILL)
         live.mark("killed")
         say(f"killed the Lambda worker (pid {worker.pid}) mid-batch")

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from lambda_helpers import ROLE_ARN, Indices
 
-from hrnb.config import Settings
-from hrnb.esm import KinesisEvent, kinesis_event, store_local_code, unpacked_code
-from hrnb.index_schema import dead_letter_template, index_template
-from hrnb.lambda_worker import FunctionSpec, LambdaWorker, find_runtime_python
+from hrnb.local.code_store import store_local_code, unpacked_code
+from hrnb.local.worker import FunctionSpec, LambdaWorker, find_runtime_python
+from hrnb.wire.index_schema import dead_letter_template, index_template
+from hrnb.wire.kinesis import KinesisEvent, kinesis_event
 from infra_scripts.build_lambda import BuildResult, build
 
 
@@ -40,9 +40,8 @@ class UnpackedCode:
 def unpacked(lambda_build: BuildResult, tmp_path_factory: pytest.TempPathFactory) -> UnpackedCode:
     """The zips as the poller finds them: stored by sha256, checked, unpacked."""
     state_dir = tmp_path_factory.mktemp("state")
-    settings = Settings.from_env(state_dir=state_dir)
     for artifact in (lambda_build.function, lambda_build.layer("x86_64")):
-        store_local_code(settings, artifact.path.read_bytes())
+        store_local_code(state_dir, artifact.path.read_bytes())
     return UnpackedCode(
         state_dir=state_dir,
         task_root=unpacked_code(state_dir, lambda_build.function.code_sha256),

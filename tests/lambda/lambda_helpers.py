@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from hrnb.config import Settings
-from hrnb.records import Record, encode_record, make_record
+from hrnb.wire.records import Record, encode_record, make_record
 
 #: Keys the tests sign with; the gateway knows them, the logs must never show them.
 ACCESS_KEY = "ASIAHRNBTESTKEY00001"

@@ -1,4 +1,4 @@
-"""The local event source mapping, run as ``python -m hrnb.esm`` against the emulator.
+"""The local event source mapping, run as ``python -m hrnb.local.poller`` against the emulator.
 
 A function is deployed to the emulator from the built zips (kept in the local code store, as
 provisioning does), its stream gets a disabled mapping, and the poller process does the rest.
@@ -25,14 +25,13 @@ from support.sigv4_gateway import BulkThrottlingProxy
 
 from hrnb.config import Settings
 from hrnb.errors import StackError
-from hrnb.esm import (
+from hrnb.local.code_store import store_local_code, unpacked_code
+from hrnb.local.poller import (
     backoff_s,
     batch_length,
     first_to_retry,
     read_status,
     status_lines,
-    store_local_code,
-    unpacked_code,
 )
 from infra_scripts.build_lambda import BuildResult
 
@@ -71,6 +70,8 @@ class Deployed:
         opensearch.indices.refresh(index=index, ignore_unavailable=True)
         if not opensearch.indices.exists(index=index):
             return 0
+        # A count before the new index's primary shard is active answers 503.
+        opensearch.cluster.health(index=index, wait_for_status="yellow", params={"timeout": "30s"})
         return int(opensearch.count(index=index)["count"])
 
 
@@ -86,10 +87,9 @@ def deploy(
                         **mapping_options: Any) -> Deployed:
         name = unique_name("hr-test-fn")
         local = settings.with_overrides(state_dir=tmp_path / "state")
+        # Uploaded like any deployment: the emulator keeps the zips in the shared code store.
         function_zip = lambda_build.function.path.read_bytes()
         layer_zip = lambda_build.layer("x86_64").path.read_bytes()
-        store_local_code(local, function_zip)
-        store_local_code(local, layer_zip)
         trust = {"Version": "2012-10-17", "Statement": [{
             "Effect": "Allow", "Action": "sts:AssumeRole",
             "Principal": {"Service": "lambda.amazonaws.com"}}]}
@@ -133,7 +133,7 @@ def deploy(
 
 
 class PollerProcess:
-    """``python -m hrnb.esm`` for one function, restartable."""
+    """``python -m hrnb.local.poller`` for one function, restartable."""
 
     def __init__(self, deployed: Deployed, log_path: Path) -> None:
         self.deployed = deployed
@@ -144,7 +144,7 @@ class PollerProcess:
         settings = self.deployed.settings
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "hrnb.esm", "--state-dir", str(settings.state_dir),
+                [sys.executable, "-m", "hrnb.local.poller", "--state-dir", str(settings.state_dir),
                  "--aws-endpoint-url", str(settings.resolved_aws_endpoint_url),
                  "--region", settings.region, "--function", self.deployed.name,
                  "--poll-interval", "0.1"],
@@ -335,11 +335,10 @@ def test_batches_stay_within_batch_size_and_the_payload_limit() -> None:
 def test_code_is_checked_against_its_digest_before_it_runs(
     lambda_build: BuildResult, tmp_path: Path
 ) -> None:
-    settings = Settings.from_env(state_dir=tmp_path)
     artifact = lambda_build.function
     with pytest.raises(StackError, match="hrnb setup"):
         unpacked_code(tmp_path, artifact.code_sha256)
-    stored = store_local_code(settings, artifact.path.read_bytes())
+    stored = store_local_code(tmp_path, artifact.path.read_bytes())
     assert stored.name == f"{artifact.sha256}.zip"
     corrupted = bytearray(stored.read_bytes())
     corrupted[100] ^= 0xFF

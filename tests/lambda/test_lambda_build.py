@@ -14,10 +14,10 @@ from hrnb.errors import PackagingError
 from infra_scripts.build_lambda import (
     DEFAULT_WHEEL_CACHE,
     REPO_ROOT,
-    SHARED_MODULES,
     BuildResult,
     build,
     check_limits,
+    packaged_sources,
 )
 
 
@@ -41,9 +41,9 @@ def test_a_changed_handler_changes_only_the_function_digest(
 ) -> None:
     source = tmp_path / "src"
     shutil.copytree(REPO_ROOT / "lambda", source / "lambda")
-    (source / "hrnb").mkdir()
-    for module in SHARED_MODULES:
-        shutil.copy(REPO_ROOT / "hrnb" / module, source / "hrnb" / module)
+    for name in packaged_sources(REPO_ROOT):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO_ROOT / name, source / name)
     with (source / "lambda" / "handler.py").open("a") as handler:
         handler.write("\n# a change\n")
 
@@ -56,12 +56,14 @@ def test_a_changed_handler_changes_only_the_function_digest(
 def test_the_function_zip_holds_the_handler_and_the_shared_schema_byte_for_byte(
     lambda_build: BuildResult,
 ) -> None:
-    expected = {"handler.py", *(f"hrnb/{module}" for module in SHARED_MODULES)}
-    assert names(lambda_build.function.path) == expected
+    shipped = packaged_sources(REPO_ROOT)
+    assert "hrnb/wire/records.py" in shipped and "hrnb/errors.py" in shipped
+    assert not any(name.startswith(("hrnb/local/", "hrnb/provision/")) for name in shipped)
+    assert names(lambda_build.function.path) == {"handler.py", *shipped}
     with zipfile.ZipFile(lambda_build.function.path) as archive:
         assert archive.read("handler.py") == (REPO_ROOT / "lambda" / "handler.py").read_bytes()
-        for module in SHARED_MODULES:
-            assert archive.read(f"hrnb/{module}") == (REPO_ROOT / "hrnb" / module).read_bytes()
+        for name in shipped:
+            assert archive.read(name) == (REPO_ROOT / name).read_bytes()
 
 
 @pytest.mark.parametrize(("arch", "machine"), [("x86_64", "x86_64"), ("arm64", "aarch64")])

@@ -27,7 +27,7 @@ from support.faultproxy import Refuse, Respond, path_matches
 from support.sigv4_gateway import KnownCredentials, SigV4Gateway
 
 from hrnb.config import Settings
-from hrnb.records import encode_record, format_timestamp, make_record
+from hrnb.wire.records import encode_record, format_timestamp, make_record
 
 pytestmark = pytest.mark.stack
 
@@ -164,6 +164,36 @@ def test_every_kind_of_bad_record_is_dead_lettered_and_the_batch_goes_on(
     (summary,) = [e for e in log_entries(worker.log_path) if e.get("message") == "batch processed"]
     assert (summary["indexed"], summary["dead_lettered"], summary["failed"]) == (2, 8, 0)
     assert_no_secrets(worker.log_path)
+
+
+def test_samples_without_skin_contact_are_indexed_as_gaps_not_dead_lettered(
+    settings: Settings, opensearch: Any, indices: Indices, start_worker: Callable[..., Any],
+    through_stream: Callable[..., Any],
+) -> None:
+    no_contact = make_record(athlete_id="athlete-1", session_id="s-contact", device_id="d",
+                             seq=1, timestamp=datetime.now(UTC), heart_rate=0,
+                             sensor_contact=False)
+    older_producer = {**good_record("s-contact", 2), "heart_rate": 0, "sensor_contact": False}
+    payloads = [encode_record(good_record("s-contact", 0, 160)), encode_record(no_contact),
+                json.dumps(older_producer).encode(), encode_record(good_record("s-contact", 3))]
+    batch = through_stream(payloads)
+    worker = start_worker(handler_environment(settings, str(settings.resolved_opensearch_url),
+                                              indices))
+
+    result = worker.invoke(batch.event())
+
+    assert result.ok, result.error
+    found = {hit["_source"]["seq"]: hit["_source"] for hit in documents(opensearch, indices.name)}
+    assert sorted(found) == [0, 1, 2, 3]
+    for seq in (1, 2):
+        assert (found[seq]["heart_rate"], found[seq]["sensor_contact"]) == (None, False)
+        assert found[seq]["alert"] is False
+    assert found[0]["alert"] is True
+    assert documents(opensearch, indices.dlq) == []
+    opensearch.indices.refresh(index=indices.name)
+    stats = opensearch.search(index=indices.name, body={
+        "size": 0, "aggs": {"bpm": {"stats": {"field": "heart_rate"}}}})["aggregations"]["bpm"]
+    assert (stats["count"], stats["avg"]) == (2, 140.0)  # the gaps are not averaged as 0 bpm
 
 
 def test_redelivering_a_batch_three_times_changes_no_count(

@@ -23,7 +23,7 @@ import pytest
 
 from hrnb import provision
 from hrnb.config import Settings
-from hrnb.localstack import stop_process_group
+from hrnb.local.launcher import stop_process_group
 from hrnb.notebooks import notebook_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +64,7 @@ def provisioned_workbench(settings: Settings, directory: Path) -> Iterator[Workb
     with pytest.MonkeyPatch.context() as patch, poller_log.open("ab") as log:
         patch.setenv("HRNB_STATE_DIR", str(own.state_dir))
         poller = subprocess.Popen(
-            [sys.executable, "-m", "hrnb.esm", "--state-dir", str(own.state_dir),
+            [sys.executable, "-m", "hrnb.local.poller", "--state-dir", str(own.state_dir),
              "--aws-endpoint-url", str(own.resolved_aws_endpoint_url), "--region", own.region,
              "--function", own.function_name],
             stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,

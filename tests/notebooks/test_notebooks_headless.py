@@ -18,8 +18,8 @@ from notebook_workbench import Workbench, plotly_array, provisioned_workbench, s
 from hrnb import provision
 from hrnb.clients import opensearch_client
 from hrnb.config import Settings
+from hrnb.live.session import CHECK_ATHLETE_ID, SUMMARY_FILE
 from hrnb.notebooks import run_notebook
-from hrnb.session import CHECK_ATHLETE_ID, SUMMARY_FILE
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 

@@ -9,9 +9,9 @@ boundary.
 from __future__ import annotations
 
 import asyncio
+import select
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -222,15 +222,17 @@ def test_malformed_notifications_are_counted_and_skipped(emulated_watch: Watch) 
         watch.notify(encode_measurement(70))
         watch.notify(bytes.fromhex("10 48 01"))  # a truncated RR interval
         watch.notify(b"")
+        watch.notify(bytes.fromhex("14 5a"))  # RR flagged, none sent: kept, counted
         watch.notify(encode_measurement(71))
-        await collector.wait_for(2)
+        await collector.wait_for(3)
         await collector.close()
         return collector, source
 
     collector, source = asyncio.run(scenario())
 
-    assert [(s.seq, s.heart_rate) for s in collector.samples] == [(0, 70), (1, 71)]
+    assert [(s.seq, s.heart_rate) for s in collector.samples] == [(0, 70), (1, 90), (2, 71)]
     assert source.rejected_payloads == 2
+    assert source.rr_flagged_empty_payloads == 1
 
 
 def test_contact_loss_is_reported_as_events(emulated_watch: Watch) -> None:
@@ -359,18 +361,19 @@ def dbus_without_bluez(tmp_path: Path) -> Iterator[str]:
     if shutil.which("dbus-daemon") is None:
         pytest.skip("dbus-daemon is not installed")
     socket = tmp_path / "bus"
+    # --print-address writes the address once the daemon accepts connections; the socket file
+    # alone appears at bind(), before listen(), and a connect then is refused.
     daemon = subprocess.Popen(
-        ["dbus-daemon", "--session", "--nofork", f"--address=unix:path={socket}"],
-        stdout=subprocess.DEVNULL,
+        ["dbus-daemon", "--session", "--nofork", "--print-address=1",
+         f"--address=unix:path={socket}"],
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
-        for _ in range(100):
-            if socket.exists():
-                break
-            daemon.poll()
-            assert daemon.returncode is None, "dbus-daemon exited"
-            time.sleep(0.05)
+        assert daemon.stdout is not None
+        ready, _, _ = select.select([daemon.stdout], [], [], 10)
+        assert ready and daemon.stdout.readline().startswith("unix:"), "dbus-daemon not ready"
         yield f"unix:path={socket}"
     finally:
         daemon.terminate()

@@ -5,41 +5,18 @@ from __future__ import annotations
 import asyncio
 import csv
 import logging
+import os
+import threading
 import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from support.replaying import replay, replay_until_error, samples_of
 
-from hrnb.errors import ReplayError
 from hrnb.sources import ConnectionEvent, ReplaySource, Sample
 
-Item = Sample | ConnectionEvent
 PDT = timezone(timedelta(hours=-7))
-
-
-def replay(source: ReplaySource) -> list[Item]:
-    async def run() -> list[Item]:
-        async with source:
-            return [item async for item in source]
-
-    return asyncio.run(run())
-
-
-def replay_until_error(source: ReplaySource) -> tuple[list[Item], ReplayError]:
-    items: list[Item] = []
-
-    async def run() -> None:
-        async for item in source:
-            items.append(item)
-
-    with pytest.raises(ReplayError) as caught:
-        asyncio.run(run())
-    return items, caught.value
-
-
-def samples_of(items: list[Item]) -> list[Sample]:
-    return [item for item in items if isinstance(item, Sample)]
 
 
 def expected_series(csv_path: Path) -> list[tuple[datetime, int]]:
@@ -192,7 +169,7 @@ def test_bad_csv_rows_are_reported_by_line_and_skipped(
         "2026-11-29T06:10:02,61\n"  # 3: no offset
         "2026-11-29T06:10:03Z,62,800 abc\n"  # 4
         "2026-11-29T06:10:04Z,\n"  # 5: empty heart rate
-        "2026-11-29T06:09:00Z,63\n"  # 6: goes back in time
+        "2026-11-29T06:10:05Z,-1\n"  # 6
         "2026-11-29T06:10:06Z,64,800,extra\n"  # 7
         "yesterday,65\n"  # 8
         "2026-11-29T06:10:08Z,70000\n"  # 9
@@ -214,7 +191,7 @@ def test_bad_csv_rows_are_reported_by_line_and_skipped(
             "no UTC offset",
             "'abc' is not a number",
             "'' is not a whole number",
-            "back in time",
+            "outside 0..65535",
             "got 4 columns",
             "neither ISO-8601",
             "outside 0..65535",
@@ -247,3 +224,51 @@ def test_unreadable_or_unsupported_files(tmp_path: Path) -> None:
     text.write_text("hello")
     _, error = replay_until_error(ReplaySource(text, athlete_id="r"))
     assert ".fit or .csv" in str(error)
+
+
+def test_a_csv_replays_as_it_is_read_not_after_the_whole_file(tmp_path: Path) -> None:
+    """A named pipe stands in for a file too large to read first: the replay must hand out the
+    first sample while the rest of the 'file' has not been written yet."""
+    fifo = tmp_path / "live.csv"
+    os.mkfifo(fifo)
+    first_seen = threading.Event()
+    rest_waited_for_a_sample: list[bool] = []
+    start = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
+
+    def row(i: int) -> str:
+        return f"{(start + timedelta(seconds=i)).isoformat()},{100 + i}\n"
+
+    def writer() -> None:
+        with fifo.open("w") as out:
+            out.write("timestamp,heart_rate\n" + "".join(row(i) for i in range(3)))
+            out.flush()
+            # The rest arrives once the replay has handed out a sample (or after 10 s: a replay
+            # that reads the whole file first never does before the file ends).
+            rest_waited_for_a_sample.append(first_seen.wait(timeout=10))
+            out.write("".join(row(i) for i in range(3, 2000)))
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+
+    async def run() -> list[int]:
+        bpms: list[int] = []
+        async with ReplaySource(fifo, speed=None) as source:
+            async for item in source:
+                if isinstance(item, Sample):
+                    first_seen.set()
+                    bpms.append(item.heart_rate)
+        return bpms
+
+    bpms = asyncio.run(asyncio.wait_for(run(), timeout=60))
+    thread.join(5)
+    assert rest_waited_for_a_sample == [True]
+    assert bpms == [100 + i for i in range(2000)]
+
+
+def test_a_binary_file_named_csv_is_a_replay_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "photo.csv"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00binary" * 50)
+
+    _, error = replay_until_error(ReplaySource(path, speed=None))
+
+    assert str(path) in str(error) and "not a UTF-8 text CSV file" in str(error)

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hrnb.records import validate_record
 from hrnb.sources import ConnectionEvent, Sample, SimulatedSource
 from hrnb.sources.simulated import WORKOUT, WORKOUT_SECONDS
+from hrnb.wire.records import validate_record
 
 Item = Sample | ConnectionEvent
 

@@ -9,9 +9,9 @@ import pytest
 
 from hrnb.errors import RecordError, SourceError
 from hrnb.hrm import Measurement
-from hrnb.records import validate_record
 from hrnb.sources import ConnectionEvent, HeartRateSource, Sample, SimulatedSource
 from hrnb.sources.base import Session, session_start, to_utc_ms
+from hrnb.wire.records import decode_record, encode_record, plausibility_problem, validate_record
 
 AT = datetime(2026, 11, 29, 6, 10, 0, 123000, tzinfo=UTC)
 
@@ -29,6 +29,31 @@ def test_sample_becomes_a_valid_wire_record() -> None:
     assert record["sent_at"] == "2026-11-29T06:10:01.000Z"
     assert (record["seq"], record["heart_rate"], record["rr_intervals_ms"]) == (7, 142, [420.5])
     assert (record["sensor_contact"], record["energy_expended"]) == (True, 310)
+
+
+def test_a_sample_without_skin_contact_is_a_record_without_heart_rate() -> None:
+    sample = Sample("athlete-1", "s1", "d1", 8, AT, Measurement(0, False))
+
+    record = sample.to_record()
+
+    assert (record["heart_rate"], record["sensor_contact"]) == (None, False)
+    assert decode_record(encode_record(record)) == record
+    assert plausibility_problem(record, now=AT) is None  # data, not dead-lettered
+
+
+def test_an_older_producers_no_contact_record_means_the_same() -> None:
+    old_form = {**Sample("a", "s1", "d1", 8, AT, Measurement(72, True)).to_record(),
+                "heart_rate": 0, "sensor_contact": False}
+    assert validate_record(old_form)["heart_rate"] is None
+
+
+@pytest.mark.parametrize("contact", [True, None])
+def test_only_a_no_contact_record_may_lack_a_heart_rate(contact: bool | None) -> None:
+    record = {**Sample("a", "s1", "d1", 8, AT, Measurement(72, contact)).to_record(),
+              "heart_rate": None}
+    with pytest.raises(RecordError, match="only a sample read without skin contact") as caught:
+        validate_record(record)
+    assert caught.value.field == "heart_rate"
 
 
 def test_sample_with_an_invalid_field_is_refused_as_a_record() -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hrnb.records import Record, decode_record, make_record
+from hrnb.wire.records import Record, decode_record, make_record
 
 Key = tuple[str, str, int]  # (athlete_id, session_id, seq)
 
@@ -170,7 +170,7 @@ def child_producer_main(argv: Sequence[str]) -> None:
     waits to be killed.
     """
     from hrnb.config import Settings
-    from hrnb.producer import KinesisProducer, kinesis_client
+    from hrnb.stream.producer import KinesisProducer, kinesis_client
 
     endpoint, stream_name, spool_path, athletes, count, session, pause = argv
     settings = Settings.from_env(target="local", aws_endpoint_url=endpoint)

@@ -298,10 +298,12 @@ def _spawn(paths: _Paths, service: str, command: list[str], env: dict[str, str])
 
 def _start_aws(settings: Settings, paths: _Paths) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    # hrnb.emulator skips moto's Docker attempt for disabled mappings; should a user enable one,
-    # an unusable DOCKER_HOST makes that attempt fail at once (hrnb.esm runs the function).
+    # hrnb.local.emulator skips moto's Docker attempt for disabled mappings; should a user
+    # enable one, an unusable DOCKER_HOST makes that attempt fail at once (hrnb.local.poller runs
+    # the function).
     env["DOCKER_HOST"] = "none://"
-    command = [sys.executable, "-m", "hrnb.emulator", "-H", "127.0.0.1",
+    env["HRNB_CACHE_DIR"] = str(settings.cache_dir)  # where the emulator keeps deployed code
+    command = [sys.executable, "-m", "hrnb.local.emulator", "-H", "127.0.0.1",
                "-p", str(settings.aws_port)]
     _spawn(paths, AWS, command, env)
 
@@ -346,13 +348,13 @@ def _start_opensearch(settings: Settings, paths: _Paths, home: Path) -> None:
 def _poller_available() -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("hrnb.esm") is not None
+    return importlib.util.find_spec("hrnb.local.poller") is not None
 
 
 def _start_poller(settings: Settings, paths: _Paths) -> None:
     env = dict(os.environ)
     command = [
-        sys.executable, "-m", "hrnb.esm",
+        sys.executable, "-m", "hrnb.local.poller",
         "--state-dir", str(paths.state),
         "--aws-endpoint-url", str(settings.resolved_aws_endpoint_url),
         "--region", settings.region,
@@ -539,11 +541,11 @@ def _poller_status(settings: Settings, paths: _Paths) -> ServiceStatus:
     pid = _read_pid(paths, POLLER)
     detail = ""
     if _poller_available():
-        from hrnb import esm
+        from hrnb.local import poller
 
-        report = esm.read_status(paths.state)
+        report = poller.read_status(paths.state)
         if report is not None:
-            detail = "\n".join(esm.status_lines(report))
+            detail = "\n".join(poller.status_lines(report))
     return ServiceStatus(
         name=POLLER, url=None, healthy=pid is not None, pid=pid, managed=pid is not None,
         log_path=str(paths.log_file(POLLER)), rss_mb=_rss_mb(pid), detail=detail,

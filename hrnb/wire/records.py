@@ -7,6 +7,11 @@ A record keeps the reference's fields (``timestamp``, ``heart_rate``) so its ind
 applies, and adds identity (``athlete_id``, ``session_id``, ``seq``), the rest of the 0x2A37
 measurement, and ``sent_at``. Encoding and validation are pure; an invalid record raises
 :class:`hrnb.errors.RecordError` naming the field.
+
+A sample read without skin contact (``sensor_contact`` false) is data, not a heart rate: its
+``heart_rate`` is null, so it is indexed as a gap that no statistic averages. Producers before
+this rule sent the strap's value (usually 0 bpm) instead; validation still takes that form and
+turns it into null, so old and new records mean the same and the schema version stays 1.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ class Record(TypedDict):
     device_id: str
     seq: int  # monotonic per session, from 0
     timestamp: str  # measurement time
-    heart_rate: int  # bpm
+    heart_rate: int | None  # bpm; None exactly when sensor_contact is False
     rr_intervals_ms: list[float]
     sensor_contact: bool | None  # None: the sensor does not report contact
     energy_expended: int | None  # kJ
@@ -92,7 +97,7 @@ def make_record(
     device_id: str,
     seq: int,
     timestamp: datetime,
-    heart_rate: int,
+    heart_rate: int | None,
     rr_intervals_ms: Iterable[float] = (),
     sensor_contact: bool | None = None,
     energy_expended: int | None = None,
@@ -116,7 +121,8 @@ def make_record(
 
 
 def validate_record(obj: Any) -> Record:
-    """Check every field's type and range; return the record (unknown keys rejected)."""
+    """Check every field's type and range; return the record (unknown keys rejected), with a
+    heart rate read without skin contact turned into null."""
     if not isinstance(obj, Mapping):
         raise RecordError(f"a record must be a JSON object, got {type(obj).__name__}")
     if obj.keys() != _FIELD_SET:  # one comparison for the usual case: exactly the fields
@@ -139,7 +145,15 @@ def validate_record(obj: Any) -> Record:
             )
     _check_int(obj, "seq", 0, 2**63 - 1)
     parse_timestamp(obj["timestamp"])
-    _check_int(obj, "heart_rate", 0, 0xFFFF)
+    no_contact = obj["sensor_contact"] is False
+    if obj["heart_rate"] is None and not no_contact:
+        raise RecordError(
+            "heart_rate is null but sensor_contact is not false: only a sample read without "
+            "skin contact has no heart rate",
+            field="heart_rate",
+        )
+    if obj["heart_rate"] is not None:
+        _check_int(obj, "heart_rate", 0, 0xFFFF)
     rr = obj["rr_intervals_ms"]
     if not isinstance(rr, list):
         raise RecordError("rr_intervals_ms must be a list of milliseconds", field="rr_intervals_ms")
@@ -163,7 +177,10 @@ def validate_record(obj: Any) -> Record:
         _check_int(obj, "energy_expended", 0, 0xFFFF)
     if obj["sent_at"] is not None:
         parse_timestamp(obj["sent_at"], field="sent_at")
-    return {name: obj[name] for name in _FIELDS}  # type: ignore[return-value]
+    record = {name: obj[name] for name in _FIELDS}
+    if no_contact:
+        record["heart_rate"] = None
+    return record  # type: ignore[return-value]
 
 
 def _check_int(obj: Mapping[str, Any], name: str, low: int, high: int) -> None:
@@ -193,15 +210,22 @@ def decode_record(data: bytes) -> Record:
     return validate_record(obj)
 
 
-def plausibility_problem(record: Record, *, now: datetime) -> str | None:
-    """Why a structurally valid record should not be believed, or None.
-
-    The watch may report 0 bpm without skin contact; such records are kept (dead-lettered
-    with this reason) rather than indexed as heart rate.
-    """
+def heart_rate_problem(heart_rate: int | None, sensor_contact: bool | None) -> str | None:
+    """Why this heart rate would not be believed, or None. Without skin contact there is no
+    heart rate to doubt: the sample is indexed as a gap."""
+    if sensor_contact is False:
+        return None
     low, high = PLAUSIBLE_HEART_RATE_BPM
-    if not low <= record["heart_rate"] <= high:
-        return f"heart_rate {record['heart_rate']} bpm is outside {low}..{high} bpm"
+    if heart_rate is None or not low <= heart_rate <= high:
+        return f"heart_rate {heart_rate} bpm is outside {low}..{high} bpm"
+    return None
+
+
+def plausibility_problem(record: Record, *, now: datetime) -> str | None:
+    """Why a structurally valid record should not be believed (and is dead-lettered), or None."""
+    problem = heart_rate_problem(record["heart_rate"], record["sensor_contact"])
+    if problem is not None:
+        return problem
     measured = parse_timestamp(record["timestamp"])
     if measured - now > MAX_FUTURE_SKEW:
         return (

@@ -48,8 +48,8 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from hrnb.clients import aws_client
 from hrnb.config import Settings
 from hrnb.errors import ConfigError, ProducerError, ProvisionError, SpoolFullError
-from hrnb.records import encode_record, partition_key
-from hrnb.spool import DEFAULT_MAX_BYTES, Spool, SpooledRecord, SpoolEntry
+from hrnb.stream.spool import DEFAULT_MAX_BYTES, Spool, SpooledRecord, SpoolEntry
+from hrnb.wire.records import encode_record, partition_key
 
 logger = logging.getLogger(__name__)
 

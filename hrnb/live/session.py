@@ -1,6 +1,6 @@
 """A live session as a notebook runs it, and the set-up's end-to-end check.
 
-The notebook needs three things the streaming pump (:mod:`hrnb.streaming`) and the dashboard
+The notebook needs three things the streaming pump (:mod:`hrnb.stream.session`) and the dashboard
 (:mod:`hrnb.live`) do not decide on their own:
 
 * :class:`LiveSession` runs source → producer → Kinesis with the dashboard as listener, as a
@@ -32,11 +32,12 @@ from hrnb import query
 from hrnb.clients import opensearch_client
 from hrnb.config import Settings
 from hrnb.errors import HrnbError, ProvisionError
-from hrnb.live import IndexedStatus, LiveDashboard
-from hrnb.producer import KinesisProducer, ensure_local_stream
-from hrnb.records import document_id, make_record
+from hrnb.live.dashboard import LiveDashboard
+from hrnb.live.indexed import IndexedStatus
 from hrnb.sources.base import HeartRateSource, new_session_id, utc_now_ms
-from hrnb.streaming import StreamProgress, StreamSession, StreamSummary
+from hrnb.stream.producer import KinesisProducer, ensure_local_stream
+from hrnb.stream.session import StreamProgress, StreamSession, StreamSummary
+from hrnb.wire.records import document_id, make_record
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class AthleteReport:
     athlete_id: str
     session_id: str
     samples: int  # samples the dashboard received
-    indexable: int  # of those, with a plausible heart rate (the rest are dead-lettered)
+    indexable: int  # of those, indexed as data: plausible or no skin contact (the rest dead-letter)
     indexed: int  # documents in the index for this session
     missing: int  # indexable samples the index does not hold
     missing_runs: str  # e.g. "50–54, 61"

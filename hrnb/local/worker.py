@@ -1,7 +1,8 @@
 """A long-lived process that runs the deployed Lambda handler exactly as packaged.
 
-The local event source mapping (``hrnb.esm``) plays the Lambda service; this module plays one
-execution environment. :class:`LambdaWorker` starts ``python -I -S`` on this very file with only
+The local event source mapping (``hrnb.local.poller``) plays the Lambda service; this module
+plays one execution environment. :class:`LambdaWorker` starts ``python -I -S`` on this very file
+with only
 the unpacked function zip and layers on ``sys.path`` (like ``/var/task`` and ``/opt/python``), so
 a dependency missing from the zips fails locally as it would on AWS. The handler module is
 imported at the first invocation (Lambda's init phase) and reused by later ones, so anything the

@@ -1,8 +1,10 @@
 """The OpenSearch side of the wire format: index template for ``heart_rate*`` and the dead-letter
-mapping. Stdlib only, packaged into the Lambda zip beside ``hrnb.records``.
+mapping. Stdlib only, packaged into the Lambda zip beside ``hrnb.wire.records``.
 
 Keeps the reference mapping (``timestamp`` date, ``heart_rate`` integer) and types every other
-field; replicas are 0 so a single-node cluster is green, not yellow.
+field; replicas are 0 so a single-node cluster is green, not yellow. ``heart_rate`` is null for a
+sample read without skin contact and has no ``null_value`` on purpose: such samples are counted,
+but every heart-rate aggregation (avg, stats, percentiles, ranges) skips them.
 """
 
 from __future__ import annotations

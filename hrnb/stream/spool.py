@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import TextIO
 
 from hrnb.errors import ConfigError, ProducerError, SpoolFullError
-from hrnb.records import MAX_RECORD_BYTES
+from hrnb.wire.records import MAX_RECORD_BYTES
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ MaximumRecordAgeInSeconds, BisectBatchOnFunctionError):
   most BatchSize records, or fewer once the batching window has passed, in Lambda's exact Kinesis
   event shape;
 - the function runs from its deployed zips (found in a local content-addressed store by the
-  CodeSha256 the emulator reports) in a long-lived worker process (:mod:`hrnb.lambda_worker`),
+  CodeSha256 the emulator reports) in a long-lived worker process (:mod:`hrnb.local.worker`),
   with temporary credentials of its execution role from the emulated STS; a redeployed function
   gets a new worker;
 - a ``batchItemFailures`` answer resumes from the lowest failed sequence number; a function error
@@ -23,24 +23,20 @@ MaximumRecordAgeInSeconds, BisectBatchOnFunctionError):
 
 Every Kinesis mapping of the selected functions is polled, whatever the State the emulator
 shows; one worker per mapping runs one batch at a time (shards take turns). Run it with
-``python -m hrnb.esm``; it logs to stderr.
+``python -m hrnb.local.poller``; it logs to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import binascii
-import hashlib
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
 import threading
 import time
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,45 +48,36 @@ from botocore.exceptions import BotoCoreError, ClientError
 from hrnb.clients import aws_client
 from hrnb.config import Settings
 from hrnb.errors import ConfigError, StackError
-from hrnb.lambda_worker import FunctionSpec, InvokeResult, LambdaWorker, find_runtime_python
+from hrnb.local.code_store import unpacked_code
+from hrnb.local.worker import FunctionSpec, InvokeResult, LambdaWorker, find_runtime_python
+from hrnb.wire.kinesis import kinesis_event
 
 logger = logging.getLogger(__name__)
 
+
 DEFAULT_POLL_INTERVAL_S = 0.25
+
+
 #: Lambda caps a synchronous invocation's request payload at 6 MB; leave room for the envelope.
 MAX_EVENT_BYTES = 6 * 1024 * 1024 - 64 * 1024
+
+
 _RECORD_ENVELOPE_BYTES = 512  # eventID, ARNs and keys around each record's data
+
+
 _GET_RECORDS_LIMIT = 10_000
+
+
 _RELOAD_INTERVAL_S = 5.0
+
+
 _STATUS_INTERVAL_S = 1.0
+
+
 _MAX_BACKOFF_S = 30.0
+
+
 _CREDENTIAL_MARGIN_S = 300.0
-
-
-# ---- AWS shapes ----------------------------------------------------------------------------
-
-
-class KinesisPayload(TypedDict):
-    kinesisSchemaVersion: str
-    partitionKey: str
-    sequenceNumber: str
-    data: str  # base64
-    approximateArrivalTimestamp: float  # epoch seconds
-
-
-class KinesisEventRecord(TypedDict):
-    kinesis: KinesisPayload
-    eventSource: str
-    eventVersion: str
-    eventID: str
-    eventName: str
-    invokeIdentityArn: str
-    awsRegion: str
-    eventSourceARN: str
-
-
-class KinesisEvent(TypedDict):
-    Records: list[KinesisEventRecord]
 
 
 class ShardStatus(TypedDict):
@@ -135,100 +122,6 @@ class EsmStatus(TypedDict):
     mappings: list[MappingStatus]
 
 
-# ---- the local code store ------------------------------------------------------------------
-
-
-def code_store(state_dir: Path) -> Path:
-    return state_dir / "lambda-code"
-
-
-def store_local_code(settings: Settings, zip_bytes: bytes) -> Path:
-    """Keep a function or layer zip where the poller finds it by its sha256; returns the path.
-
-    Provisioning calls this whenever it uploads a zip to the emulator, which stores the code but
-    cannot hand it back.
-    """
-    digest = hashlib.sha256(zip_bytes).hexdigest()
-    path = code_store(settings.state_dir) / f"{digest}.zip"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{digest}.{os.getpid()}.tmp")
-        tmp.write_bytes(zip_bytes)
-        os.replace(tmp, path)
-    return path
-
-
-def unpacked_code(state_dir: Path, code_sha256: str) -> Path:
-    """The directory holding the zip whose CodeSha256 (base64, as Lambda reports it) is given.
-
-    The zip is checked against the digest before it is unpacked, once, like /var/task or /opt.
-    """
-    try:
-        digest = base64.b64decode(code_sha256, validate=True).hex()
-    except (binascii.Error, ValueError):
-        raise StackError(f"CodeSha256 {code_sha256!r} is not base64") from None
-    if len(digest) != 64:
-        raise StackError(f"CodeSha256 {code_sha256!r} is not a sha256 digest")
-    store = code_store(state_dir)
-    target = store / digest
-    if target.is_dir():
-        return target
-    archive = store / f"{digest}.zip"
-    if not archive.exists():
-        raise StackError(
-            f"no local copy of the code with sha256 {digest} in {store}: deploy it with "
-            "'hrnb setup' on the local target (it stores each zip it uploads)"
-        )
-    if hashlib.sha256(archive.read_bytes()).hexdigest() != digest:
-        raise StackError(f"{archive} does not match its sha256; delete it and deploy again")
-    tmp = store / f".{digest}.{os.getpid()}.unpacking"
-    shutil.rmtree(tmp, ignore_errors=True)
-    with zipfile.ZipFile(archive) as zipped:
-        zipped.extractall(tmp)
-    try:
-        os.rename(tmp, target)
-    except OSError:  # another poller unpacked it first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-# ---- pure steps ----------------------------------------------------------------------------
-
-
-def kinesis_event(
-    records: Sequence[Mapping[str, Any]],
-    *,
-    shard_id: str,
-    stream_arn: str,
-    region: str,
-    role_arn: str,
-) -> KinesisEvent:
-    """Lambda's Kinesis event for records as boto3's GetRecords returns them."""
-    return {
-        "Records": [
-            {
-                "kinesis": {
-                    "kinesisSchemaVersion": "1.0",
-                    "partitionKey": record["PartitionKey"],
-                    "sequenceNumber": record["SequenceNumber"],
-                    "data": base64.b64encode(record["Data"]).decode("ascii"),
-                    "approximateArrivalTimestamp": round(
-                        record["ApproximateArrivalTimestamp"].timestamp(), 3
-                    ),
-                },
-                "eventSource": "aws:kinesis",
-                "eventVersion": "1.0",
-                "eventID": f"{shard_id}:{record['SequenceNumber']}",
-                "eventName": "aws:kinesis:record",
-                "invokeIdentityArn": role_arn,
-                "awsRegion": region,
-                "eventSourceARN": stream_arn,
-            }
-            for record in records
-        ]
-    }
-
-
 def batch_length(records: Sequence[Mapping[str, Any]], batch_size: int,
                  max_event_bytes: int = MAX_EVENT_BYTES) -> int:
     """How many leading records make the next batch: at most ``batch_size``, under the payload
@@ -263,9 +156,6 @@ def first_to_retry(payload: Any, sequence_numbers: Sequence[str]) -> int | None:
 def backoff_s(consecutive_failures: int) -> float:
     """Delay before the next attempt at a failing batch: 0.5 s doubling, capped at 30 s."""
     return min(_MAX_BACKOFF_S, 0.5 * 2 ** max(0, consecutive_failures - 1))
-
-
-# ---- the mapping and the function behind it ------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -342,8 +232,8 @@ def load_deployment(
         content = lambda_client.get_layer_version(LayerName=layer_arn,
                                                   VersionNumber=int(version))["Content"]
         layer_shas.append(content["CodeSha256"])
-    task_root = unpacked_code(settings.state_dir, config["CodeSha256"])
-    layer_roots = tuple(unpacked_code(settings.state_dir, sha) for sha in layer_shas)
+    task_root = unpacked_code(settings.cache_dir, config["CodeSha256"])
+    layer_roots = tuple(unpacked_code(settings.cache_dir, sha) for sha in layer_shas)
     runtime = config.get("Runtime") or "python3.12"
     interpreter = python or find_runtime_python(runtime)
     if interpreter is None:
@@ -381,9 +271,6 @@ def load_deployment(
         role_arn=role_arn,
         credentials_expire_at=assumed["Expiration"].timestamp(),
     )
-
-
-# ---- per-shard state and checkpoints -------------------------------------------------------
 
 
 @dataclass
@@ -437,9 +324,6 @@ class Checkpoints:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"shards": self._shards}, indent=1, sort_keys=True))
         os.replace(tmp, self.path)
-
-
-# ---- the poller ----------------------------------------------------------------------------
 
 
 class MappingPoller:
@@ -857,13 +741,11 @@ def status_lines(status: EsmStatus) -> list[str]:
     return lines
 
 
-# ---- command line --------------------------------------------------------------------------
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m hrnb.esm``: poll until SIGTERM or Ctrl-C."""
+    """``python -m hrnb.local.poller``: poll until SIGTERM or Ctrl-C."""
     parser = argparse.ArgumentParser(
-        prog="python -m hrnb.esm", description="Local Kinesis event source mapping for Lambda."
+        prog="python -m hrnb.local.poller",
+        description="Local Kinesis event source mapping for Lambda."
     )
     parser.add_argument("--state-dir", type=Path, help="checkpoints, code store, status, logs")
     parser.add_argument("--aws-endpoint-url", help="the emulator (default: settings)")
@@ -905,3 +787,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

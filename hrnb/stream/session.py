@@ -30,14 +30,14 @@ from typing import Any
 
 from hrnb.config import Settings
 from hrnb.errors import ConfigError, RecordError, SpoolFullError
-from hrnb.producer import (
+from hrnb.sources import ConnectionEvent, HeartRateSource, Sample, from_spec
+from hrnb.stream.producer import (
     KinesisProducer,
     LatencyPercentiles,
     ProducerMetrics,
     ensure_local_stream,
     kinesis_client,
 )
-from hrnb.sources import ConnectionEvent, HeartRateSource, Sample, from_spec
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,253 @@
+"""What every provisioning step shares: results, the boto3 clients, ARNs, ownership tags and the
+translation of botocore and opensearch-py errors into ProvisionError."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property, partial
+from typing import Any, Literal
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from hrnb.clients import aws_client, boto_session
+from hrnb.config import Settings
+from hrnb.errors import ProvisionError
+from hrnb.provision import policies
+from hrnb.provision.state import StateFile
+
+Progress = Callable[[str], None]
+
+
+Action = Literal["created", "updated", "unchanged", "skipped", "deleted", "absent"]
+
+
+Architecture = Literal["x86_64", "arm64"]
+
+
+#: Tag on every AWS resource set-up creates; its value is the settings' prefix.
+OWNER_TAG = "hrnb:prefix"
+
+
+_DENIED_CODES = frozenset(
+    {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError"}
+)
+
+
+_CREDENTIAL_CODES = frozenset(
+    {"UnrecognizedClientException", "InvalidClientTokenId", "InvalidSignatureException",
+     "SignatureDoesNotMatch", "ExpiredToken", "ExpiredTokenException"}
+)
+
+
+def _no_progress(_message: str) -> None:
+    """Default progress sink: the step log lines are enough when nobody watches."""
+
+
+# --- results -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StepResult:
+    """What one step did (or, in a plan or teardown preview, would do) to one resource."""
+
+    step: str
+    action: Action
+    resource: str
+    id: str | None = None  # ARN, UUID or URL once known
+    detail: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return self.action in ("created", "updated", "deleted")
+
+
+class AwsClients:
+    """The boto3 clients provisioning uses, built once from Settings (or a given session)."""
+
+    def __init__(self, settings: Settings, session: boto3.Session | None = None) -> None:
+        self.session = session or boto_session(settings)  # one session: models load once
+        make = partial(aws_client, settings, session=self.session)
+        self.settings = settings
+        self.kinesis = make("kinesis")
+        self.iam = make("iam")
+        self.logs = make("logs")
+        self.lambda_ = make("lambda")
+        self.opensearch = make("opensearch")
+        self.sts = make("sts")
+
+    @cached_property
+    def caller_arn(self) -> str:
+        identity = _aws("AWS account", "identify the caller of", self.sts.get_caller_identity)
+        return identity["Arn"]
+
+    @property
+    def account_id(self) -> str:
+        return self.caller_arn.split(":")[4]
+
+    @cached_property
+    def arns(self) -> Arns:
+        return Arns.of(self.settings, self.account_id)
+
+
+@dataclass(frozen=True)
+class Arns:
+    """ARNs of everything hrnb names, derived from the settings and the account."""
+
+    partition: str
+    stream: str
+    role: str
+    log_group: str  # as CreateLogStream/PutLogEvents see it (":*")
+    domain: str
+    function: str
+
+    @classmethod
+    def of(cls, settings: Settings, account_id: str) -> Arns:
+        partition = policies.partition_for(settings.region)
+        region = settings.region
+        return cls(
+            partition=partition,
+            stream=policies.stream_arn(partition, region, account_id, settings.stream_name),
+            role=f"arn:{partition}:iam::{account_id}:role/{settings.role_name}",
+            log_group=policies.log_group_arn(partition, region, account_id,
+                                             settings.log_group_name),
+            domain=policies.domain_arn(partition, region, account_id, settings.domain_name),
+            function=(f"arn:{partition}:lambda:{region}:{account_id}:function:"
+                      f"{settings.function_name}"),
+        )
+
+
+# --- error translation -------------------------------------------------------------------------
+def _aws(resource: str, doing: str, call: Callable[..., Any], /, *,
+         missing: Iterable[str] = (), **kwargs: Any) -> Any:
+    """Call boto3; None when the error code is one of ``missing``; any other failure becomes a
+    ProvisionError that names the resource and what to do."""
+    try:
+        return call(**kwargs)
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code", "")) in set(missing):
+            return None
+        raise _client_error(exc, resource, doing) from exc
+    except NoCredentialsError as exc:
+        raise ProvisionError(
+            f"cannot {doing} {resource}: no AWS credentials found (configure them with "
+            "'aws configure' or AWS_PROFILE)",
+            resource=resource,
+        ) from exc
+    except BotoCoreError as exc:
+        raise ProvisionError(
+            f"cannot {doing} {resource}: {exc}. On the local target run 'hrnb local up'; "
+            "on AWS check the region and the network",
+            resource=resource,
+        ) from exc
+
+
+def _client_error(exc: ClientError, resource: str, doing: str) -> ProvisionError:
+    """An AWS error as a ProvisionError: refused credentials, a missing permission (with the
+    action AWS names), or anything else with its code."""
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    message = str(error.get("Message", ""))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in _CREDENTIAL_CODES:
+        return ProvisionError(
+            f"cannot {doing} {resource}: the AWS credentials were refused ({code}). Check "
+            "them ('aws sts get-caller-identity') and that the region is enabled for the "
+            "account",
+            resource=resource,
+        )
+    if code in _DENIED_CODES or status == 403:
+        denied = _denied_action(message) or code
+        return ProvisionError(
+            f"cannot {doing} {resource}: permission missing ({denied}). Give the identity "
+            "running set-up the permissions listed in docs/operations.md",
+            resource=resource,
+        )
+    return ProvisionError(f"cannot {doing} {resource}: {code}: {message}", resource=resource)
+
+
+def _denied_action(message: str) -> str | None:
+    """The IAM action an AccessDenied message names (``kinesis:CreateStream``), if any."""
+    found = re.search(r"not authorized to perform: ([\w-]+:[\w*]+)", message)
+    return found.group(1) if found else None
+
+
+def _opensearch(resource: str, doing: str, call: Callable[..., Any], /, *,
+                missing_ok: bool = False, **kwargs: Any) -> Any:
+    """Call opensearch-py; None on 404 when ``missing_ok``; other failures become
+    ProvisionError naming the index or template."""
+    from opensearchpy.exceptions import NotFoundError, OpenSearchException, TransportError
+
+    try:
+        return call(**kwargs)
+    except NotFoundError:
+        if missing_ok:
+            return None
+        raise ProvisionError(f"cannot {doing} {resource}: not found", resource=resource) from None
+    except TransportError as exc:
+        if exc.status_code in (401, 403):
+            raise ProvisionError(
+                f"cannot {doing} {resource}: OpenSearch refused the request "
+                f"({exc.status_code}); check the master user in the state directory",
+                resource=resource,
+            ) from exc
+        raise ProvisionError(f"cannot {doing} {resource}: {exc.error} ({exc.status_code}) "
+                             f"{exc.info}", resource=resource) from exc
+    except OpenSearchException as exc:
+        raise ProvisionError(
+            f"cannot {doing} {resource}: OpenSearch does not answer ({exc}). On the local "
+            "target run 'hrnb local up'",
+            resource=resource,
+        ) from exc
+
+
+def _require_owned(kind: str, name: str, tags: Mapping[str, str], settings: Settings) -> None:
+    owner = tags.get(OWNER_TAG)
+    if owner != settings.prefix:
+        found = f"tag {OWNER_TAG}={owner!r}" if owner else f"no {OWNER_TAG} tag"
+        raise ProvisionError(
+            f"{kind} {name} already exists but hrnb set-up for prefix {settings.prefix!r} did not "
+            f"create it ({found}); choose another prefix (HRNB_PREFIX) or remove it yourself",
+            resource=name,
+        )
+
+
+def _tag_list(tags: Iterable[Mapping[str, str]], key: str = "Key",
+              value: str = "Value") -> dict[str, str]:
+    return {tag[key]: tag[value] for tag in tags}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# --- preflight ---------------------------------------------------------------------------------
+def check_region(settings: Settings, session: boto3.Session | None = None) -> None:
+    """Refuse a region that does not offer every service hrnb needs, or that differs from the one
+    this prefix was set up in (its resources would look absent)."""
+    partition = policies.partition_for(settings.region)
+    session = session or boto3.Session()
+    for service in ("kinesis", "lambda", "opensearch", "logs"):
+        if settings.region not in session.get_available_regions(service, partition):
+            raise ProvisionError(
+                f"region {settings.region!r} does not offer {service}; set HRNB_REGION to an AWS "
+                "region such as ap-south-1",
+                resource=f"region {settings.region}",
+            )
+    recorded = StateFile(settings).load().get("region")
+    if recorded and recorded != settings.region:
+        raise ProvisionError(
+            f"prefix {settings.prefix!r} was set up in region {recorded}, but the settings say "
+            f"{settings.region}; set HRNB_REGION={recorded} (or tear it down there first)",
+            resource=f"region {settings.region}",
+        )
+
+
+def _owned_or_skip(kind: str, name: str, step: str, tags: Mapping[str, str],
+                   settings: Settings) -> StepResult | None:
+    if tags.get(OWNER_TAG) == settings.prefix:
+        return None
+    return StepResult(step, "skipped", name, None,
+                      f"{kind} was not created by hrnb for prefix {settings.prefix!r}; left alone")
+
