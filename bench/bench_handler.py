@@ -207,45 +207,47 @@ def billed_ms(log_path: Path) -> dict[str, float]:
     return {rid: float(ms) for rid, ms in _REPORT_RE.findall(log_path.read_text())}
 
 
-def cold_starts(deployment: Deployment, python: str, environment: Mapping[str, str],
-                event: KinesisEvent, work: Path, samples: int) -> list[float]:
-    """Round trips (ms) of the first invocation of fresh workers: process, imports, init, a
-    batch. The first sample also compiles the bytecode (the zips carry none)."""
-    timings = []
-    for sample in range(samples + 1):
-        with worker_for(deployment, python, environment,
-                        work / f"cold-{uuid.uuid4().hex[:6]}-{sample}.log") as worker:
-            result = worker.invoke(event)
-            if not result.ok or result.payload != {"batchItemFailures": []}:
-                raise SystemExit(f"cold start failed: {result.error or result.payload}")
-            timings.append(result.duration_ms)
-    return timings
+def cold_start(deployment: Deployment, python: str, environment: Mapping[str, str],
+               event: KinesisEvent, work: Path) -> float:
+    """Round trip (ms) of a fresh worker's first invocation: process, imports, init, a batch."""
+    with worker_for(deployment, python, environment,
+                    work / f"cold-{uuid.uuid4().hex[:8]}.log") as worker:
+        result = worker.invoke(event)
+    if not result.ok or result.payload != {"batchItemFailures": []}:
+        raise SystemExit(f"cold start failed: {result.error or result.payload}")
+    return result.duration_ms
 
 
-def import_times(deployment: Deployment, python: str, rounds: int = 10) -> dict[str, float]:
-    """``-X importtime`` of the handler module: ms (cumulative, best of rounds) of the handler
-    and of each package it imports that takes over 1 ms, and (``modules``) how many modules
-    importing it loads, a count no load on the machine changes."""
-    code = (f"import sys; sys.path[:0] = [{str(deployment.task_root)!r}, "
-            f"{str(deployment.layer_root / 'python')!r}]; import handler")
-    best: dict[str, float] = {}
+def import_times(deployments: Mapping[str, Deployment], python: str,
+                 rounds: int = 10) -> dict[str, dict[str, float]]:
+    """``-X importtime`` of each handler module, the handlers interleaved round by round: ms
+    (cumulative, best of rounds) of the handler and of each package it imports that takes over
+    1 ms, and (``modules``) how many modules importing it loads, a count no load changes."""
+    best: dict[str, dict[str, float]] = {name: {} for name in deployments}
     for _ in range(rounds):
-        done = subprocess.run([python, "-I", "-S", "-X", "importtime", "-c", code],
-                              capture_output=True, text=True, check=True)
-        lines = [line for line in done.stderr.splitlines() if line.startswith("import time:")]
-        start = max(i for i, line in enumerate(lines) if line.endswith("| handler"))
-        subtree = [lines[start]]
-        for line in reversed(lines[:start]):  # children are printed before their parent
-            if _import_depth(line) == 0:
-                break
-            subtree.append(line)
-        best["modules"] = len(subtree)
-        for line in subtree:
-            _, cumulative, name = (part.strip() for part in line.split(":", 1)[1].split("|"))
-            if name == "handler" or _import_depth(line) == 1:  # the handler's own imports
-                ms = int(cumulative) / 1000
-                best[name] = min(ms, best.get(name, math.inf))
-    return {name: ms for name, ms in best.items() if ms >= 1 or name == "handler"}
+        for name, deployment in deployments.items():
+            code = (f"import sys; sys.path[:0] = [{str(deployment.task_root)!r}, "
+                    f"{str(deployment.layer_root / 'python')!r}]; import handler")
+            done = subprocess.run([python, "-I", "-S", "-X", "importtime", "-c", code],
+                                  capture_output=True, text=True, check=True)
+            lines = [line for line in done.stderr.splitlines()
+                     if line.startswith("import time:")]
+            start = max(i for i, line in enumerate(lines) if line.endswith("| handler"))
+            subtree = [lines[start]]
+            for line in reversed(lines[:start]):  # children are printed before their parent
+                if _import_depth(line) == 0:
+                    break
+                subtree.append(line)
+            best[name]["modules"] = len(subtree)
+            for line in subtree:
+                _, cumulative, module = (part.strip()
+                                         for part in line.split(":", 1)[1].split("|"))
+                if module == "handler" or _import_depth(line) == 1:  # the handler's own imports
+                    ms = int(cumulative) / 1000
+                    best[name][module] = min(ms, best[name].get(module, math.inf))
+    return {name: {module: ms for module, ms in times.items()
+                   if ms >= 1 or module in ("handler", "modules")}
+            for name, times in best.items()}
 
 
 def _import_depth(line: str) -> int:
@@ -308,8 +310,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         approaches = {name: Approach(name) for name in ("plain", *deployments)}
         answers: dict[int, tuple[list[KinesisEvent], bytes, bytes]] = {}
-        cold: dict[str, list[float]] = {}
-        imports: dict[str, dict[str, float]] = {}
         cold_index = f"hrnb-bench-cold-{uuid.uuid4().hex[:6]}"
         created: list[str] = [cold_index]
         plain = PlainBulk(str(settings.resolved_opensearch_url))
@@ -317,12 +317,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             opensearch.indices.put_index_template(name=cold_index, body=index_template(cold_index))
             cold_event = kinesis_event(records[:100], shard_id=shard_id, stream_arn=stream_arn,
                                        region=settings.region, role_arn=ROLE_ARN)
-            for name, deployment in deployments.items():  # first: no bytecode compiled yet
-                progress(f"{name}: cold starts and import times ...")
-                environment = function_environment(settings, cold_index)
-                cold[name] = cold_starts(deployment, python, environment, cold_event, work,
-                                         args.cold_samples)
-                imports[name] = import_times(deployment, python)
+            progress("cold starts and import times, the handlers interleaved ...")
+            environment = function_environment(settings, cold_index)
+            cold = {name: [] for name in deployments}
+            for _ in range(args.cold_samples + 1):  # the first: no bytecode compiled yet
+                for name, deployment in deployments.items():
+                    cold[name].append(cold_start(deployment, python, environment, cold_event,
+                                                 work))
+            imports = import_times(deployments, python)
             for size in BATCH_SIZES:
                 events = [kinesis_event(records[i:i + size], shard_id=shard_id,
                                         stream_arn=stream_arn, region=settings.region,
@@ -515,6 +517,7 @@ def render(approaches: Mapping[str, Approach], cpu: Mapping[str, Mapping[str, fl
         "## Cold start in the worker",
         "",
         "A fresh worker process per sample on python3.12 (`-I -S`, only the zips on its path), "
+        "the handlers taking turns, "
         "timed from the invocation sent to the answer back: process start, imports, init and a "
         "first batch of 100 records indexed. The first sample after unpacking also compiles "
         "the bytecode: the zips carry no `.pyc`, and on Lambda, whose code directories are "
