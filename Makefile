@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo   - local stack up, set-up, a live session with a simulated athlete, queries"
 	@echo "make test   - install into $(VENV), make lint, start the local stack, run pytest, stop what it started"
-	@echo "make lint   - architecture contracts (import-linter) and ruff"
+	@echo "make lint   - architecture contracts (import-linter), types (mypy) and ruff"
 	@echo "make lab    - JupyterLab on notebooks/ with the local stack up"
 	@echo "make bench  - benchmarks (docs/benchmarks.md)"
 
@@ -61,9 +61,11 @@ bench: install lambda
 	$(HRNB) local up
 	$(PY) bench/run_all.py
 
-# The architecture contracts (import-linter, [tool.importlinter] in pyproject.toml) and ruff.
+# The architecture contracts (import-linter), types (mypy) and style (ruff); all configured in
+# pyproject.toml.
 lint: install
 	$(VENV)/bin/lint-imports --no-logo
+	$(PY) -m mypy
 	$(PY) -m ruff check hrnb lambda infra_scripts tests bench
 
 clean:

@@ -287,7 +287,8 @@ class Indexer:
             raise_on_error=False,
             raise_on_exception=False,
             max_retries=_BULK_429_RETRIES,
-            initial_backoff=_BULK_429_BACKOFF_S,
+            # opensearch-py annotates int, but only sleeps it: 0.2 s works as well.
+            initial_backoff=_BULK_429_BACKOFF_S,  # type: ignore[arg-type]
             request_timeout=request_timeout_s,
         )
         for ok, result in results:

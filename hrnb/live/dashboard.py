@@ -90,7 +90,7 @@ class LiveDashboard:
         import ipywidgets as widgets
 
         threshold = (self.settings.hr_alert_threshold_bpm if self.settings else
-                     Settings.__dataclass_fields__["hr_alert_threshold_bpm"].default)
+                     Settings.hr_alert_threshold_bpm)  # the field's default
         self.model = LiveModel(threshold_bpm=threshold, zones=self.zones,
                                zones_by_athlete=self.zones_by_athlete, window_s=self.window_s)
         self.figure = go.FigureWidget(layout=self._layout())

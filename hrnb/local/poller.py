@@ -280,7 +280,7 @@ class ShardState:
     shard_id: str
     parent_shard_id: str | None = None
     iterator: str | None = None
-    buffer: list[dict[str, Any]] = field(default_factory=list)
+    buffer: list[Mapping[str, Any]] = field(default_factory=list)
     buffered_since: float | None = None  # monotonic time the oldest buffered record was read
     next_fetch_at: float = 0.0
     next_attempt_at: float = 0.0
@@ -383,7 +383,7 @@ class MappingPoller:
                     "after_sequence_number")
                 self.shards[shard_id] = state
 
-    def _open_iterator(self, shard: ShardState) -> None:
+    def _open_iterator(self, shard: ShardState) -> str:
         """An iterator from the checkpoint, else the starting position (new shards born of a
         reshard after the mapping started are read from their beginning)."""
         kinesis = self.owner.kinesis_client
@@ -407,6 +407,7 @@ class MappingPoller:
             self.checkpoints.save(shard.shard_id, {"at_timestamp": time.time()})
             args |= {"ShardIteratorType": "LATEST"}
         shard.iterator = kinesis.get_shard_iterator(**args)["ShardIterator"]
+        return shard.iterator
 
     # -- one step --
 
@@ -433,10 +434,9 @@ class MappingPoller:
         wanted = self.config.batch_size - len(shard.buffer)
         if shard.closed or wanted <= 0 or now < shard.next_fetch_at:
             return False
-        if shard.iterator is None:
-            self._open_iterator(shard)
+        iterator = self._open_iterator(shard) if shard.iterator is None else shard.iterator
         response = self.owner.kinesis_client.get_records(
-            ShardIterator=shard.iterator, Limit=min(_GET_RECORDS_LIMIT, wanted)
+            ShardIterator=iterator, Limit=min(_GET_RECORDS_LIMIT, wanted)
         )
         records = response["Records"]
         shard.iterator = response.get("NextShardIterator")
@@ -493,7 +493,7 @@ class MappingPoller:
                           f"older than MaximumRecordAgeInSeconds ({max_age} s)")
         return expired > 0
 
-    def _settle(self, shard: ShardState, batch: list[dict[str, Any]],
+    def _settle(self, shard: ShardState, batch: list[Mapping[str, Any]],
                 result: InvokeResult) -> None:
         """Advance past what succeeded; schedule a retry of the rest, or give it up."""
         sequence_numbers = [record["SequenceNumber"] for record in batch]
@@ -535,7 +535,7 @@ class MappingPoller:
         # Progress resets the count, so the rest goes again at once; no progress backs off.
         shard.next_attempt_at = time.monotonic() + (backoff_s(failures) if done == 0 else 0.0)
 
-    def _advance(self, shard: ShardState, handled: list[dict[str, Any]]) -> None:
+    def _advance(self, shard: ShardState, handled: list[Mapping[str, Any]]) -> None:
         del shard.buffer[: len(handled)]
         shard.buffered_since = time.monotonic() if shard.buffer else None
         last = handled[-1]["SequenceNumber"]
@@ -543,7 +543,7 @@ class MappingPoller:
         shard.status["checkpoint"] = last
         shard.from_starting_position = False
 
-    def _discard(self, shard: ShardState, batch: list[dict[str, Any]], reason: str) -> None:
+    def _discard(self, shard: ShardState, batch: list[Mapping[str, Any]], reason: str) -> None:
         """Give up on records (retries exhausted, or too old), keeping them in the discarded
         file."""
         logger.error("%s %s: giving up on %d records after %d attempts (%s); kept in %s",
@@ -677,7 +677,7 @@ class EventSourceMappingPoller:
             logger.info("mapping %s is gone; stopping it", uuid)
             self.mappings.pop(uuid).close()
 
-    def _list_mappings(self, function_name: str) -> list[dict[str, Any]]:
+    def _list_mappings(self, function_name: str) -> list[Mapping[str, Any]]:
         paginator = self.lambda_client.get_paginator("list_event_source_mappings")
         return [
             mapping

@@ -184,7 +184,7 @@ def missing_seqs(
             f"{len(expected)} expected seq ranges: at most 1000 fit in one query",
             setting="expected",
         )
-    expected_filter = {
+    expected_filter: dict[str, Any] = {
         "bool": {
             "filter": [{"term": {"athlete_id": athlete_id}}, {"term": {"session_id": session_id}}],
             "should": [{"range": {"seq": {"gte": low, "lte": high}}} for low, high in expected],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -123,7 +123,7 @@ def _epoch_ms_to_utc(value: float | None) -> pd.Timestamp | None:
     return None if value is None else pd.Timestamp(int(value), unit="ms", tz="UTC")
 
 
-def _groups(df: pd.DataFrame) -> Iterable[tuple[tuple[str, str], pd.DataFrame]]:
+def _groups(df: pd.DataFrame) -> Iterable[tuple[tuple[Hashable, ...], pd.DataFrame]]:
     if df.empty:
         return []
     return df.groupby(["athlete_id", "session_id"], sort=True)

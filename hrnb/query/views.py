@@ -294,6 +294,7 @@ def sessions(
     rows = []
     for b in buckets:
         first, last = _epoch_ms_to_utc(b["first"]["value"]), _epoch_ms_to_utc(b["last"]["value"])
+        assert first is not None and last is not None  # a bucket has >= 1 timestamped sample
         rows.append({
             "athlete_id": b["key"]["athlete_id"],
             "session_id": b["key"]["session_id"],
