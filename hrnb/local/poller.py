@@ -41,7 +41,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -51,6 +51,10 @@ from hrnb.errors import ConfigError, StackError
 from hrnb.local.code_store import unpacked_code
 from hrnb.local.worker import FunctionSpec, InvokeResult, LambdaWorker, find_runtime_python
 from hrnb.wire.kinesis import kinesis_event
+
+if TYPE_CHECKING:
+    from mypy_boto3_lambda import LambdaClient
+    from mypy_boto3_sts import STSClient
 
 logger = logging.getLogger(__name__)
 
@@ -220,8 +224,8 @@ def deployment_fingerprint(function_config: Mapping[str, Any]) -> str:
 
 
 def load_deployment(
-    settings: Settings, lambda_client: Any, sts_client: Any, config: Mapping[str, Any], *,
-    python: str | None = None,
+    settings: Settings, lambda_client: LambdaClient, sts_client: STSClient,
+    config: Mapping[str, Any], *, python: str | None = None,
 ) -> Deployment:
     """Unpack the function's code and layers (``config`` from GetFunctionConfiguration) and
     assume its execution role, as Lambda does for a new execution environment."""
