@@ -1,6 +1,6 @@
 # hrnb: two commands for a fresh machine (Debian/Ubuntu, Python 3.11+, Java 17):
 #   make demo   the main job on the embedded local stack with a simulated athlete
-#   make test   the whole test suite against real local servers
+#   make test   make lint, then the whole test suite against real local servers
 # Both are idempotent and safe to re-run.
 
 SHELL := /bin/bash
@@ -16,7 +16,8 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make demo   - local stack up, set-up, a live session with a simulated athlete, queries"
-	@echo "make test   - install into $(VENV), start the local stack, run pytest, stop what it started"
+	@echo "make test   - install into $(VENV), make lint, start the local stack, run pytest, stop what it started"
+	@echo "make lint   - architecture contracts (import-linter), types (mypy) and ruff"
 	@echo "make lab    - JupyterLab on notebooks/ with the local stack up"
 	@echo "make bench  - benchmarks (docs/benchmarks.md)"
 
@@ -44,7 +45,7 @@ stack-down:
 	@if [ -s $(STARTED) ]; then $(HRNB) local down --only "$$(cat $(STARTED))"; fi
 	@rm -f $(STARTED)
 
-test: install system-deps lambda
+test: lint system-deps lambda
 	@$(HRNB) local up --started-file $(STARTED) || { $(MAKE) --no-print-directory stack-down; exit 1; }
 	@rc=0; $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
 	$(MAKE) --no-print-directory stack-down; exit $$rc
@@ -60,7 +61,11 @@ bench: install lambda
 	$(HRNB) local up
 	$(PY) bench/run_all.py
 
+# The architecture contracts (import-linter), types (mypy) and style (ruff); all configured in
+# pyproject.toml.
 lint: install
+	$(VENV)/bin/lint-imports --no-logo
+	$(PY) -m mypy
 	$(PY) -m ruff check hrnb lambda infra_scripts tests bench
 
 clean:

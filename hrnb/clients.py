@@ -7,13 +7,26 @@ requests are SigV4-signed (service ``es``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import boto3
 from botocore.config import Config
 
 from hrnb.config import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY, Settings
 from hrnb.errors import ConfigError
+
+if TYPE_CHECKING:  # the boto3 type stubs: a dev dependency, never needed at run time
+    from botocore.client import BaseClient
+    from mypy_boto3_iam import IAMClient
+    from mypy_boto3_kinesis import KinesisClient
+    from mypy_boto3_lambda import LambdaClient
+    from mypy_boto3_logs import CloudWatchLogsClient
+    from mypy_boto3_opensearch import OpenSearchServiceClient
+    from mypy_boto3_sts import STSClient
+    from opensearchpy import OpenSearch
+
+#: The AWS services hrnb talks to (each has its typed client below).
+AwsService = Literal["kinesis", "iam", "logs", "lambda", "opensearch", "sts"]
 
 
 def boto_session(settings: Settings) -> boto3.Session:
@@ -27,8 +40,26 @@ def boto_session(settings: Settings) -> boto3.Session:
     return boto3.Session(region_name=settings.region)
 
 
-def aws_client(settings: Settings, service: str, *, session: boto3.Session | None = None,
-               **config: Any) -> Any:
+@overload
+def aws_client(settings: Settings, service: Literal["kinesis"], *,
+               session: boto3.Session | None = None, **config: Any) -> KinesisClient: ...
+@overload
+def aws_client(settings: Settings, service: Literal["iam"], *,
+               session: boto3.Session | None = None, **config: Any) -> IAMClient: ...
+@overload
+def aws_client(settings: Settings, service: Literal["logs"], *,
+               session: boto3.Session | None = None, **config: Any) -> CloudWatchLogsClient: ...
+@overload
+def aws_client(settings: Settings, service: Literal["lambda"], *,
+               session: boto3.Session | None = None, **config: Any) -> LambdaClient: ...
+@overload
+def aws_client(settings: Settings, service: Literal["opensearch"], *,
+               session: boto3.Session | None = None, **config: Any) -> OpenSearchServiceClient: ...
+@overload
+def aws_client(settings: Settings, service: Literal["sts"], *,
+               session: boto3.Session | None = None, **config: Any) -> STSClient: ...
+def aws_client(settings: Settings, service: AwsService, *, session: boto3.Session | None = None,
+               **config: Any) -> BaseClient:
     """A boto3 client for ``service``; ``config`` goes to botocore's Config (timeouts, retries)."""
     session = session or boto_session(settings)
     return session.client(
@@ -38,7 +69,8 @@ def aws_client(settings: Settings, service: str, *, session: boto3.Session | Non
     )
 
 
-def opensearch_client(settings: Settings, *, timeout: float = 10.0, **kwargs: Any) -> Any:
+def opensearch_client(settings: Settings, *, timeout: float = 10.0,
+                      **kwargs: Any) -> OpenSearch:
     """An opensearch-py client: plain HTTP to the local node, SigV4-signed to an AWS domain."""
     from opensearchpy import OpenSearch, RequestsHttpConnection
 

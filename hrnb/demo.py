@@ -59,7 +59,7 @@ def run_demo(
     if stack.service(launcher.POLLER).pid is None:
         raise HrnbError("the local event source mapping poller is not running: "
                         "see 'hrnb local status'")
-    steps = [
+    steps: list[tuple[str, str, dict[str, Any]]] = [
         ("2/4 set-up notebook: provisioning on the local stack", "setup",
          {**common, "build_dir": str(build_dir.resolve())}),
         (f"3/4 live-session notebook: {athletes} simulated athlete(s) for {duration_s:g} s",

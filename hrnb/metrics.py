@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
+from typing import TypeGuard
 
 from hrnb.errors import ConfigError
 
@@ -147,7 +148,7 @@ def sample_durations_s(
     return [*durations, typical] if seconds else []
 
 
-def has_heart_rate(bpm: float | None) -> bool:
+def has_heart_rate(bpm: float | None) -> TypeGuard[float]:
     """False for a sample without a heart rate (None, or NaN as pandas holds a null)."""
     return bpm is not None and not math.isnan(bpm)
 
@@ -208,7 +209,7 @@ def threshold_episodes(
                 start=timestamps[first],
                 end=timestamps[last] + timedelta(seconds=durations[last]),
                 duration_s=math.fsum(durations[i] for i in run),
-                peak_bpm=int(max(bpms[i] for i in run)),  # type: ignore[type-var]
+                peak_bpm=max(int(bpm) for i in run if has_heart_rate(bpm := bpms[i])),
                 samples=len(run),
                 ongoing=ongoing,
             )
@@ -219,7 +220,7 @@ def threshold_episodes(
         broken = bool(run) and (
             (timestamps[i] - timestamps[run[-1]]).total_seconds() > max_gap_s
         )
-        above = has_heart_rate(bpm) and is_above(bpm, threshold_bpm)  # type: ignore[arg-type]
+        above = has_heart_rate(bpm) and is_above(bpm, threshold_bpm)
         if run and (broken or not above):
             close(ongoing=False)
         if above:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import plotly.graph_objects as go
 
@@ -33,6 +33,9 @@ from hrnb.metrics import (
 )
 from hrnb.query import SearchableProbe
 from hrnb.sources.base import ConnectionEvent, Sample
+
+if TYPE_CHECKING:
+    from opensearchpy import OpenSearch
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +65,7 @@ class LiveDashboard:
     """
 
     settings: Settings | None = None
-    client: Any = None
+    client: OpenSearch | None = None
     zones: HeartRateZones | None = None
     zones_by_athlete: dict[str, HeartRateZones] | None = None
     window_s: float = 600.0
@@ -90,7 +93,7 @@ class LiveDashboard:
         import ipywidgets as widgets
 
         threshold = (self.settings.hr_alert_threshold_bpm if self.settings else
-                     Settings.__dataclass_fields__["hr_alert_threshold_bpm"].default)
+                     Settings.hr_alert_threshold_bpm)  # the field's default
         self.model = LiveModel(threshold_bpm=threshold, zones=self.zones,
                                zones_by_athlete=self.zones_by_athlete, window_s=self.window_s)
         self.figure = go.FigureWidget(layout=self._layout())

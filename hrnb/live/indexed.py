@@ -6,13 +6,16 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from hrnb.errors import QueryError
 from hrnb.live.model import DASH, LiveProgress
 from hrnb.query import SearchableProbe, index_progress, latency, missing_seqs
+
+if TYPE_CHECKING:
+    from opensearchpy import OpenSearch
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class IndexedStatus:
 
 
 def check_index(
-    client: Any,
+    client: OpenSearch,
     index: str,
     progress: Sequence[LiveProgress],
     *,

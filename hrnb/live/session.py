@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hrnb import query
 from hrnb.clients import opensearch_client
@@ -38,6 +38,9 @@ from hrnb.sources.base import HeartRateSource, new_session_id, utc_now_ms
 from hrnb.stream.producer import KinesisProducer, ensure_local_stream
 from hrnb.stream.session import StreamProgress, StreamSession, StreamSummary
 from hrnb.wire.records import document_id, make_record
+
+if TYPE_CHECKING:
+    from opensearchpy import OpenSearch
 
 logger = logging.getLogger(__name__)
 
@@ -309,7 +312,7 @@ async def verify_pipeline(
     *,
     timeout_s: float = 90.0,
     resend_every_s: float = 5.0,
-    client: Any = None,
+    client: OpenSearch | None = None,
 ) -> PipelineCheck:
     """Send a check record (athlete ``pipeline-check``) and wait until the index returns it.
 

@@ -42,8 +42,8 @@ def honour_disabled_mappings() -> None:
         enabled = {arn: esm for arn, esm in mappings.items() if getattr(esm, "enabled", True)}
         if len(enabled) == len(mappings):
             return original(self, partition_key, explicit_hash_key, data)
-        return original(_StreamWithMappings(self, enabled), partition_key, explicit_hash_key,
-                        data)
+        view = _StreamWithMappings(self, enabled)  # duck-types moto's Stream
+        return original(view, partition_key, explicit_hash_key, data)  # type: ignore[arg-type]
 
     Stream.put_record = put_record  # type: ignore[method-assign]
 

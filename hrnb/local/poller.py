@@ -41,7 +41,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -51,6 +51,10 @@ from hrnb.errors import ConfigError, StackError
 from hrnb.local.code_store import unpacked_code
 from hrnb.local.worker import FunctionSpec, InvokeResult, LambdaWorker, find_runtime_python
 from hrnb.wire.kinesis import kinesis_event
+
+if TYPE_CHECKING:
+    from mypy_boto3_lambda import LambdaClient
+    from mypy_boto3_sts import STSClient
 
 logger = logging.getLogger(__name__)
 
@@ -220,8 +224,8 @@ def deployment_fingerprint(function_config: Mapping[str, Any]) -> str:
 
 
 def load_deployment(
-    settings: Settings, lambda_client: Any, sts_client: Any, config: Mapping[str, Any], *,
-    python: str | None = None,
+    settings: Settings, lambda_client: LambdaClient, sts_client: STSClient,
+    config: Mapping[str, Any], *, python: str | None = None,
 ) -> Deployment:
     """Unpack the function's code and layers (``config`` from GetFunctionConfiguration) and
     assume its execution role, as Lambda does for a new execution environment."""
@@ -280,7 +284,7 @@ class ShardState:
     shard_id: str
     parent_shard_id: str | None = None
     iterator: str | None = None
-    buffer: list[dict[str, Any]] = field(default_factory=list)
+    buffer: list[Mapping[str, Any]] = field(default_factory=list)
     buffered_since: float | None = None  # monotonic time the oldest buffered record was read
     next_fetch_at: float = 0.0
     next_attempt_at: float = 0.0
@@ -383,7 +387,7 @@ class MappingPoller:
                     "after_sequence_number")
                 self.shards[shard_id] = state
 
-    def _open_iterator(self, shard: ShardState) -> None:
+    def _open_iterator(self, shard: ShardState) -> str:
         """An iterator from the checkpoint, else the starting position (new shards born of a
         reshard after the mapping started are read from their beginning)."""
         kinesis = self.owner.kinesis_client
@@ -407,6 +411,7 @@ class MappingPoller:
             self.checkpoints.save(shard.shard_id, {"at_timestamp": time.time()})
             args |= {"ShardIteratorType": "LATEST"}
         shard.iterator = kinesis.get_shard_iterator(**args)["ShardIterator"]
+        return shard.iterator
 
     # -- one step --
 
@@ -433,10 +438,9 @@ class MappingPoller:
         wanted = self.config.batch_size - len(shard.buffer)
         if shard.closed or wanted <= 0 or now < shard.next_fetch_at:
             return False
-        if shard.iterator is None:
-            self._open_iterator(shard)
+        iterator = self._open_iterator(shard) if shard.iterator is None else shard.iterator
         response = self.owner.kinesis_client.get_records(
-            ShardIterator=shard.iterator, Limit=min(_GET_RECORDS_LIMIT, wanted)
+            ShardIterator=iterator, Limit=min(_GET_RECORDS_LIMIT, wanted)
         )
         records = response["Records"]
         shard.iterator = response.get("NextShardIterator")
@@ -493,7 +497,7 @@ class MappingPoller:
                           f"older than MaximumRecordAgeInSeconds ({max_age} s)")
         return expired > 0
 
-    def _settle(self, shard: ShardState, batch: list[dict[str, Any]],
+    def _settle(self, shard: ShardState, batch: list[Mapping[str, Any]],
                 result: InvokeResult) -> None:
         """Advance past what succeeded; schedule a retry of the rest, or give it up."""
         sequence_numbers = [record["SequenceNumber"] for record in batch]
@@ -535,7 +539,7 @@ class MappingPoller:
         # Progress resets the count, so the rest goes again at once; no progress backs off.
         shard.next_attempt_at = time.monotonic() + (backoff_s(failures) if done == 0 else 0.0)
 
-    def _advance(self, shard: ShardState, handled: list[dict[str, Any]]) -> None:
+    def _advance(self, shard: ShardState, handled: list[Mapping[str, Any]]) -> None:
         del shard.buffer[: len(handled)]
         shard.buffered_since = time.monotonic() if shard.buffer else None
         last = handled[-1]["SequenceNumber"]
@@ -543,7 +547,7 @@ class MappingPoller:
         shard.status["checkpoint"] = last
         shard.from_starting_position = False
 
-    def _discard(self, shard: ShardState, batch: list[dict[str, Any]], reason: str) -> None:
+    def _discard(self, shard: ShardState, batch: list[Mapping[str, Any]], reason: str) -> None:
         """Give up on records (retries exhausted, or too old), keeping them in the discarded
         file."""
         logger.error("%s %s: giving up on %d records after %d attempts (%s); kept in %s",
@@ -677,7 +681,7 @@ class EventSourceMappingPoller:
             logger.info("mapping %s is gone; stopping it", uuid)
             self.mappings.pop(uuid).close()
 
-    def _list_mappings(self, function_name: str) -> list[dict[str, Any]]:
+    def _list_mappings(self, function_name: str) -> list[Mapping[str, Any]]:
         paginator = self.lambda_client.get_paginator("list_event_source_mappings")
         return [
             mapping

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property, partial
+from functools import cached_property
 from typing import Any, Literal
 
 import boto3
@@ -67,15 +67,14 @@ class AwsClients:
     """The boto3 clients provisioning uses, built once from Settings (or a given session)."""
 
     def __init__(self, settings: Settings, session: boto3.Session | None = None) -> None:
-        self.session = session or boto_session(settings)  # one session: models load once
-        make = partial(aws_client, settings, session=self.session)
+        self.session = session = session or boto_session(settings)  # models load once
         self.settings = settings
-        self.kinesis = make("kinesis")
-        self.iam = make("iam")
-        self.logs = make("logs")
-        self.lambda_ = make("lambda")
-        self.opensearch = make("opensearch")
-        self.sts = make("sts")
+        self.kinesis = aws_client(settings, "kinesis", session=session)
+        self.iam = aws_client(settings, "iam", session=session)
+        self.logs = aws_client(settings, "logs", session=session)
+        self.lambda_ = aws_client(settings, "lambda", session=session)
+        self.opensearch = aws_client(settings, "opensearch", session=session)
+        self.sts = aws_client(settings, "sts", session=session)
 
     @cached_property
     def caller_arn(self) -> str:

@@ -296,7 +296,7 @@ def _function_step(settings: Settings, aws: AwsClients, *, apply: bool,
 
 
 def _create_function(settings: Settings, aws: AwsClients, config: Mapping[str, Any],
-                     data: bytes, architecture: str, progress: Progress) -> None:
+                     data: bytes, architecture: Architecture, progress: Progress) -> None:
     """Create the function, retrying while a new role is not yet visible to Lambda (IAM is
     eventually consistent: a role made seconds ago can be refused)."""
     name = settings.function_name
@@ -317,7 +317,8 @@ def _create_function(settings: Settings, aws: AwsClients, config: Mapping[str, A
     _wait_function(aws, name, "function_active_v2")
 
 
-def _wait_function(aws: AwsClients, name: str, waiter_name: str = "function_updated_v2") -> None:
+def _wait_function(aws: AwsClients, name: str, waiter_name: Literal[
+        "function_active_v2", "function_updated_v2"] = "function_updated_v2") -> None:
     """Wait until Lambda accepts the next change (Active after create, Successful after update)."""
     waiter = aws.lambda_.get_waiter(waiter_name)
     _aws(name, "wait for function", waiter.wait, FunctionName=name,
@@ -344,6 +345,7 @@ def mapping_drift(current: Mapping[str, Any], desired: Mapping[str, Any]) -> lis
     """Names of the mapping settings whose current value differs (pure)."""
     drift = []
     for key, value in desired.items():
+        have: Any
         if key == "Enabled":
             have = current.get("State") in ("Enabled", "Enabling", "Creating")
         else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hrnb.config import Settings
 from hrnb.errors import ProvisionError
@@ -11,6 +11,9 @@ from hrnb.provision.base import AwsClients, StepResult, _opensearch
 from hrnb.provision.domain import opensearch_url
 from hrnb.provision.security import _admin_opensearch
 from hrnb.wire.index_schema import dead_letter_template, index_template
+
+if TYPE_CHECKING:
+    from opensearchpy import OpenSearch
 
 
 # --- index templates and indices -----------------------------------------------------------------
@@ -68,7 +71,7 @@ def template_matches(current: Mapping[str, Any], desired: Mapping[str, Any]) -> 
     )
 
 
-def _template(client: Any, name: str, body: Mapping[str, Any], *, apply: bool) -> StepResult:
+def _template(client: OpenSearch, name: str, body: Mapping[str, Any], *, apply: bool) -> StepResult:
     found = _opensearch(name, "read index template", client.indices.get_index_template,
                         missing_ok=True, name=name)
     templates = (found or {}).get("index_templates", [])
@@ -82,7 +85,7 @@ def _template(client: Any, name: str, body: Mapping[str, Any], *, apply: bool) -
                       f"pattern {', '.join(body['index_patterns'])}, replicas 0")
 
 
-def _index(client: Any, index: str, body: Mapping[str, Any], *, apply: bool) -> StepResult:
+def _index(client: OpenSearch, index: str, body: Mapping[str, Any], *, apply: bool) -> StepResult:
     desired = body["template"]["mappings"]["properties"]
     found = _opensearch(index, "read mapping of index", client.indices.get_mapping,
                         missing_ok=True, index=index)

@@ -3,7 +3,7 @@ write and who may read."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from hrnb.clients import opensearch_client
 from hrnb.config import Settings
@@ -14,8 +14,11 @@ from hrnb.provision.domain import opensearch_url
 from hrnb.provision.role import covers
 from hrnb.provision.state import MasterUser, load_master_user, master_user_path
 
+if TYPE_CHECKING:
+    from opensearchpy import OpenSearch
 
-def _admin_opensearch(settings: Settings, url: str) -> Any:
+
+def _admin_opensearch(settings: Settings, url: str) -> OpenSearch:
     """A data-plane client with the rights to create templates: plain HTTP to the local node,
     the internal master user (HTTPS, basic auth) on AWS."""
     if settings.is_local:

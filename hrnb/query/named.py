@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hrnb.errors import ConfigError
 from hrnb.metrics import (
@@ -21,6 +21,9 @@ from hrnb.query.views import (
     time_in_zones,
 )
 
+if TYPE_CHECKING:
+    from opensearchpy import OpenSearch
+
 # --- one entry point for the command line -------------------------------------------------------
 QUERY_NAMES = ("recent", "last-per-interval", "summary", "zones", "crossings", "sessions",
                "athletes", "rmssd", "latency")
@@ -28,7 +31,7 @@ QUERY_NAMES = ("recent", "last-per-interval", "summary", "zones", "crossings", "
 
 def run_named_query(
     name: str,
-    client: Any,
+    client: OpenSearch,
     index: IndexLike,
     *,
     minutes: float | None = None,

@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from hrnb.query.search import (
     _search,
 )
 from hrnb.wire.records import document_id, parse_timestamp
+
+if TYPE_CHECKING:
+    from opensearchpy import OpenSearch
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class SearchableProbe:
     one poll interval plus one search round trip. Memory is bounded by ``max_observations``.
     """
 
-    client: Any
+    client: OpenSearch
     index: IndexLike
     athlete_id: IdFilter = None
     session_id: IdFilter = None
@@ -124,7 +127,7 @@ class SearchableProbe:
 
 # --- what the live view needs from the index ------------------------------------------------------
 def index_progress(
-    client: Any,
+    client: OpenSearch,
     index: IndexLike,
     *,
     athlete_id: IdFilter = None,
@@ -166,7 +169,7 @@ def _ranges_to_runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
 
 
 def missing_seqs(
-    client: Any,
+    client: OpenSearch,
     index: IndexLike,
     athlete_id: str,
     session_id: str,
@@ -184,7 +187,7 @@ def missing_seqs(
             f"{len(expected)} expected seq ranges: at most 1000 fit in one query",
             setting="expected",
         )
-    expected_filter = {
+    expected_filter: dict[str, Any] = {
         "bool": {
             "filter": [{"term": {"athlete_id": athlete_id}}, {"term": {"session_id": session_id}}],
             "should": [{"range": {"seq": {"gte": low, "lte": high}}} for low, high in expected],

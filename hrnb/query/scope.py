@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -48,9 +48,7 @@ SAMPLE_COLUMNS = [
 _INTERVAL_RE = re.compile(r"^[1-9]\d*(ms|s|m|h|d)$")
 
 
-_DEFAULT_THRESHOLD_BPM: int = next(
-    f.default for f in fields(Settings) if f.name == "hr_alert_threshold_bpm"
-)
+_DEFAULT_THRESHOLD_BPM: int = Settings.hr_alert_threshold_bpm  # the dataclass field's default
 
 
 @dataclass(frozen=True, eq=False)

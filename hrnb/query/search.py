@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Hashable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from hrnb.errors import QueryError
 from hrnb.query.scope import MAX_DOCS, PAGE_SIZE, SAMPLE_SORT
 
+if TYPE_CHECKING:
+    from opensearchpy import OpenSearch
 
-def _search(client: Any, index: str, body: dict[str, Any]) -> dict[str, Any]:
+
+def _search(client: OpenSearch, index: str, body: dict[str, Any]) -> dict[str, Any]:
     """One search; OpenSearch's errors become QueryError naming the index and what to do."""
     from opensearchpy.exceptions import ConnectionError as OSConnectionError
     from opensearchpy.exceptions import NotFoundError, TransportError
@@ -39,7 +42,7 @@ def _search(client: Any, index: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fetch_samples(
-    client: Any,
+    client: OpenSearch,
     index: str,
     query: dict[str, Any],
     source: list[str],
@@ -104,7 +107,7 @@ def _per_session_body(query: dict[str, Any], aggs: dict[str, Any]) -> dict[str, 
 
 
 def _composite(
-    client: Any, index: str, body: dict[str, Any], name: str
+    client: OpenSearch, index: str, body: dict[str, Any], name: str
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """All buckets of composite aggregation ``name``, following ``after_key``."""
     first_body = body
@@ -123,14 +126,14 @@ def _epoch_ms_to_utc(value: float | None) -> pd.Timestamp | None:
     return None if value is None else pd.Timestamp(int(value), unit="ms", tz="UTC")
 
 
-def _groups(df: pd.DataFrame) -> Iterable[tuple[tuple[str, str], pd.DataFrame]]:
+def _groups(df: pd.DataFrame) -> Iterable[tuple[tuple[Hashable, ...], pd.DataFrame]]:
     if df.empty:
         return []
     return df.groupby(["athlete_id", "session_id"], sort=True)
 
 
 # --- time in zones, threshold crossings ----------------------------------------------------------
-def _series(client: Any, index: str, query: dict[str, Any],
+def _series(client: OpenSearch, index: str, query: dict[str, Any],
             extra: Sequence[str] = ()) -> tuple[pd.DataFrame, dict[str, Any]]:
     source = ["athlete_id", "session_id", "seq", "timestamp", "heart_rate", *extra]
     docs, body = _fetch_samples(client, index, query, source)

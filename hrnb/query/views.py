@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -43,6 +43,9 @@ from hrnb.query.search import (
     _series,
 )
 
+if TYPE_CHECKING:
+    from opensearchpy import OpenSearch
+
 #: Hops a sample makes, named by the document fields that timestamp them.
 HOPS = (
     ("measured→sent", "timestamp", "sent_at"),
@@ -57,7 +60,7 @@ PERCENTS = (50, 95, 99)
 
 # --- samples -------------------------------------------------------------------------------------
 def samples(
-    client: Any,
+    client: OpenSearch,
     index: IndexLike,
     *,
     athlete_id: IdFilter = None,
@@ -73,7 +76,7 @@ def samples(
 
 
 def last_minutes(
-    client: Any,
+    client: OpenSearch,
     index: IndexLike,
     minutes: float = 5,
     *,
@@ -91,7 +94,7 @@ def last_minutes(
 
 # --- last value per interval ---------------------------------------------------------------------
 def last_per_interval(
-    client: Any,
+    client: OpenSearch,
     index: IndexLike,
     interval: str = "5s",
     *,
@@ -159,7 +162,7 @@ def last_per_interval(
 
 # --- summary statistics --------------------------------------------------------------------------
 def summary(
-    client: Any,
+    client: OpenSearch,
     index: IndexLike,
     *,
     threshold_bpm: int | None = None,
@@ -205,7 +208,7 @@ def summary(
 
 
 def time_in_zones(
-    client: Any,
+    client: OpenSearch,
     index: IndexLike,
     zones: HeartRateZones,
     *,
@@ -241,7 +244,7 @@ def time_in_zones(
 
 
 def threshold_crossings(
-    client: Any,
+    client: OpenSearch,
     index: IndexLike,
     threshold_bpm: int | None = None,
     *,
@@ -273,7 +276,7 @@ def threshold_crossings(
 
 # --- sessions and athletes -----------------------------------------------------------------------
 def sessions(
-    client: Any,
+    client: OpenSearch,
     index: IndexLike,
     *,
     athlete_id: IdFilter = None,
@@ -294,6 +297,7 @@ def sessions(
     rows = []
     for b in buckets:
         first, last = _epoch_ms_to_utc(b["first"]["value"]), _epoch_ms_to_utc(b["last"]["value"])
+        assert first is not None and last is not None  # a bucket has >= 1 timestamped sample
         rows.append({
             "athlete_id": b["key"]["athlete_id"],
             "session_id": b["key"]["session_id"],
@@ -314,7 +318,7 @@ def sessions(
 
 
 def athletes(
-    client: Any,
+    client: OpenSearch,
     index: IndexLike,
     *,
     start: TimeBound = None,
@@ -361,7 +365,7 @@ def athletes(
 
 # --- RMSSD per minute ----------------------------------------------------------------------------
 def rmssd_per_minute(
-    client: Any,
+    client: OpenSearch,
     index: IndexLike,
     *,
     athlete_id: IdFilter = None,
@@ -420,7 +424,7 @@ def _percentile_row(hop: str, values_ms: np.ndarray) -> dict[str, Any]:
 
 
 def latency(
-    client: Any,
+    client: OpenSearch,
     index: IndexLike,
     *,
     searchable: SearchableProbe | None = None,

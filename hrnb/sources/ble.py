@@ -94,13 +94,24 @@ def bluetooth_unavailable(exc: BaseException) -> BluetoothUnavailableError | Non
     )
 
 
+def _scanner_args(backend: type[BaseBleakScanner] | None, *,
+                  heart_rate_only: bool) -> BleakScanner.ExtraArgs:
+    """Bleak's scanner options; its ``backend`` takes a class or nothing (not None)."""
+    args: BleakScanner.ExtraArgs = {}
+    if heart_rate_only:
+        args["service_uuids"] = [HEART_RATE_SERVICE_UUID]
+    if backend is not None:
+        args["backend"] = backend
+    return args
+
+
 async def scan(
     timeout_s: float = 5.0, *, backend: type[BaseBleakScanner] | None = None
 ) -> list[FoundDevice]:
     """Devices advertising the Heart Rate service (0x180D), strongest signal first."""
     try:
         found = await BleakScanner.discover(
-            timeout_s, return_adv=True, service_uuids=[HEART_RATE_SERVICE_UUID], backend=backend
+            timeout_s, return_adv=True, **_scanner_args(backend, heart_rate_only=True)
         )
     except (OSError, BleakError) as exc:
         unavailable = bluetooth_unavailable(exc)
@@ -259,8 +270,7 @@ class BleakSource(HeartRateSource):
             return await BleakScanner.find_device_by_filter(
                 matches,
                 timeout=self._scan_timeout_s,
-                backend=self._scanner_backend,
-                **({"service_uuids": [HEART_RATE_SERVICE_UUID]} if key is None else {}),
+                **_scanner_args(self._scanner_backend, heart_rate_only=key is None),
             )
         except (OSError, BleakError) as exc:
             unavailable = bluetooth_unavailable(exc)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bleak.args import SizedBuffer
+from bleak.assigned_numbers import CharacteristicPropertyName
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.client import BaseBleakClient, NotifyCallback
 from bleak.backends.descriptor import BleakGATTDescriptor
@@ -207,18 +208,19 @@ def _gatt_table() -> BleakGATTServiceCollection:
     battery = BleakGATTService(None, 0x0020, BATTERY_SERVICE_UUID)
     table.add_service(heart_rate)
     table.add_service(battery)
-    for handle, uuid, properties, service in (
+    characteristics: list[tuple[int, str, list[CharacteristicPropertyName], BleakGATTService]] = [
         (_MEASUREMENT_HANDLE, HEART_RATE_MEASUREMENT_UUID, ["notify"], heart_rate),
         (0x0014, BODY_SENSOR_LOCATION_UUID, ["read"], heart_rate),
         (0x0021, BATTERY_LEVEL_UUID, ["read", "notify"], battery),
-    ):
+    ]
+    for handle, uuid, properties, service in characteristics:
         characteristic = BleakGATTCharacteristic(
             None,
             handle,
             uuid,
             properties,
             mtu_payload,
-            service,  # type: ignore[arg-type]
+            service,
         )
         table.add_characteristic(characteristic)
         if "notify" in properties:

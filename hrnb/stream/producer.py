@@ -40,7 +40,7 @@ from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
@@ -50,6 +50,13 @@ from hrnb.config import Settings
 from hrnb.errors import ConfigError, ProducerError, ProvisionError, SpoolFullError
 from hrnb.stream.spool import DEFAULT_MAX_BYTES, Spool, SpooledRecord, SpoolEntry
 from hrnb.wire.records import encode_record, partition_key
+
+if TYPE_CHECKING:  # AWS shapes from the boto3 type stubs (a dev dependency)
+    from mypy_boto3_kinesis import KinesisClient
+    from mypy_boto3_kinesis.type_defs import (
+        PutRecordsOutputTypeDef,
+        PutRecordsRequestEntryTypeDef,
+    )
 
 logger = logging.getLogger(__name__)
 
@@ -75,25 +82,6 @@ _SPOOL_BURST = 1000
 _LATENCY_WINDOW = 2048
 _ROOM_AGAIN = 0.9  # a full spool accepts records again below this fraction of its bound
 _WARN_EVERY_S = 10.0  # failures log a warning at most this often (info in between)
-
-
-# --- AWS wire shapes ----------------------------------------------------------------------------
-class PutRecordsRequestEntry(TypedDict):
-    Data: bytes
-    PartitionKey: str
-
-
-class PutRecordsResultEntry(TypedDict, total=False):
-    SequenceNumber: str
-    ShardId: str
-    ErrorCode: str
-    ErrorMessage: str
-
-
-class PutRecordsResponse(TypedDict, total=False):
-    FailedRecordCount: int
-    Records: list[PutRecordsResultEntry]
-    EncryptionType: str
 
 
 # --- results ------------------------------------------------------------------------------------
@@ -170,7 +158,8 @@ def plan_batch(
     return batch
 
 
-def sort_out_response(batch: Sequence[SpooledRecord], response: PutRecordsResponse) -> PutOutcome:
+def sort_out_response(batch: Sequence[SpooledRecord],
+                      response: PutRecordsOutputTypeDef) -> PutOutcome:
     """Split a PutRecords answer into acknowledged and failed entries (same order as sent)."""
     results = response.get("Records", [])
     if len(results) != len(batch):
@@ -214,7 +203,7 @@ def percentiles(values: Iterable[float]) -> LatencyPercentiles:
 
 
 # --- clients and the stream ---------------------------------------------------------------------
-def kinesis_client(settings: Settings) -> Any:
+def kinesis_client(settings: Settings) -> KinesisClient:
     """A Kinesis client for the producer: no botocore retries (the producer owns the policy)."""
     return aws_client(
         settings,
@@ -226,7 +215,7 @@ def kinesis_client(settings: Settings) -> Any:
 
 
 def ensure_local_stream(
-    settings: Settings, *, client: Any = None, stream_name: str | None = None
+    settings: Settings, *, client: KinesisClient | None = None, stream_name: str | None = None
 ) -> StreamStatus:
     """Make sure the stream exists: created on the local target, required on AWS."""
     client = client or aws_client(settings, "kinesis")
@@ -272,7 +261,7 @@ class KinesisProducer:
 
     def __init__(
         self,
-        client: Any,
+        client: KinesisClient,
         stream_name: str,
         *,
         spool_path: str | Path,
@@ -346,7 +335,7 @@ class KinesisProducer:
         cls,
         settings: Settings,
         *,
-        client: Any = None,
+        client: KinesisClient | None = None,
         stream_name: str | None = None,
         spool_path: str | Path | None = None,
         **options: Any,
@@ -667,13 +656,13 @@ class KinesisProducer:
         """One PutRecords call; a failed call counts as every entry failed (if retryable)."""
         self._retried += sum(1 for record in batch if record.id in self._attempted)
         self._attempted.update(record.id for record in batch)
-        entries: list[PutRecordsRequestEntry] = [
+        entries: list[PutRecordsRequestEntryTypeDef] = [
             {"Data": record.data, "PartitionKey": record.partition_key} for record in batch
         ]
         self._calls += 1
         started = time.perf_counter()
         try:
-            response: PutRecordsResponse = await asyncio.to_thread(
+            response = await asyncio.to_thread(
                 self._client.put_records, StreamName=self.stream_name, Records=entries
             )
         except ClientError as exc:

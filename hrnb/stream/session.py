@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING
 
 from hrnb.config import Settings
 from hrnb.errors import ConfigError, RecordError, SpoolFullError
@@ -38,6 +38,9 @@ from hrnb.stream.producer import (
     ensure_local_stream,
     kinesis_client,
 )
+
+if TYPE_CHECKING:
+    from mypy_boto3_kinesis import KinesisClient
 
 logger = logging.getLogger(__name__)
 
@@ -326,7 +329,7 @@ async def run_stream(
     *,
     on_progress: ProgressCallback | None = None,
     listeners: Iterable[Listener] = (),
-    client: Any = None,
+    client: KinesisClient | None = None,
     progress_every_s: float = 1.0,
 ) -> StreamSummary:
     """``hrnb stream``: check the stream (create it on the local target), then stream.

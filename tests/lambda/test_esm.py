@@ -70,8 +70,9 @@ class Deployed:
         opensearch.indices.refresh(index=index, ignore_unavailable=True)
         if not opensearch.indices.exists(index=index):
             return 0
-        # A count before the new index's primary shard is active answers 503.
-        opensearch.cluster.health(index=index, wait_for_status="yellow", params={"timeout": "30s"})
+        # A count before the new index's primary shard is active answers 503. The server waits up
+        # to its default 30 s (opensearch-py takes a `timeout` parameter as its own, in seconds).
+        opensearch.cluster.health(index=index, wait_for_status="yellow", request_timeout=35)
         return int(opensearch.count(index=index)["count"])
 
 
