@@ -190,7 +190,7 @@ def _setup(args: argparse.Namespace, settings: Settings) -> int:
     report = provision.setup(settings, _artifacts(args, required=True), progress=_progress)
     _print_steps(report.results)
     if report.opensearch_url and not settings.is_local:
-        print(f"OpenSearch endpoint: export HRNB_OPENSEARCH_URL={report.opensearch_url}")
+        print(f"OpenSearch endpoint: {report.opensearch_url} (clients find it themselves)")
     print("set-up complete" + ("" if report.changed else " (everything was already in place)"))
     return 0
 

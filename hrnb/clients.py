@@ -38,25 +38,31 @@ def aws_client(settings: Settings, service: str, *, session: boto3.Session | Non
     )
 
 
-def opensearch_client(settings: Settings, *, timeout: float = 10.0, **kwargs: Any) -> Any:
-    """An opensearch-py client: plain HTTP to the local node, SigV4-signed to an AWS domain."""
+def opensearch_client(settings: Settings, *, timeout: float = 10.0,
+                      session: boto3.Session | None = None, clients: Any = None,
+                      **kwargs: Any) -> Any:
+    """An opensearch-py client: plain HTTP to the local node, SigV4-signed to an AWS domain
+    whose endpoint is found from DescribeDomain (``clients``: the provisioning clients to ask).
+    """
     from opensearchpy import OpenSearch, RequestsHttpConnection
 
-    url = settings.resolved_opensearch_url
-    if url is None:
-        raise ConfigError(
-            "no OpenSearch endpoint: run the set-up first or set HRNB_OPENSEARCH_URL",
-            setting="opensearch_url",
-        )
     if settings.is_local:
-        return OpenSearch(hosts=[url], timeout=timeout, **kwargs)
-    from requests_aws4auth import AWS4Auth
+        return OpenSearch(hosts=[settings.resolved_opensearch_url], timeout=timeout, **kwargs)
+    from hrnb.provision.domain import data_plane_url
 
-    credentials = boto_session(settings).get_credentials()
-    if credentials is None:
-        raise ConfigError("no AWS credentials found (configure them with 'aws configure')")
-    frozen = credentials.get_frozen_credentials()
-    auth = AWS4Auth(frozen.access_key, frozen.secret_key, settings.region, "es",
-                    session_token=frozen.token)
+    url = data_plane_url(settings, clients)
+    auth = sigv4_auth(session or boto_session(settings), settings.region)
     return OpenSearch(hosts=[url], http_auth=auth, use_ssl=True, verify_certs=True,
                       connection_class=RequestsHttpConnection, timeout=timeout, **kwargs)
+
+
+def sigv4_auth(session: boto3.Session, region: str, service: str = "es") -> Any:
+    """SigV4 for requests, signing with botocore's credentials object itself, so SSO and
+    assumed-role credentials are refreshed before they expire (frozen keys get 403 after
+    about an hour, mid-workout)."""
+    from requests_aws4auth import AWS4Auth
+
+    credentials = session.get_credentials()
+    if credentials is None:
+        raise ConfigError("no AWS credentials found (configure them with 'aws configure')")
+    return AWS4Auth(region=region, service=service, refreshable_credentials=credentials)

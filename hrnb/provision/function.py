@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from botocore.exceptions import ClientError
-
 from hrnb.config import Settings
 from hrnb.errors import ConfigError, ProvisionError
 from hrnb.provision.base import (
@@ -23,13 +21,12 @@ from hrnb.provision.base import (
     Progress,
     StepResult,
     _aws,
-    _client_error,
+    _aws_retrying_propagation,
     _no_progress,
     _owned_or_skip,
     _require_owned,
 )
 from hrnb.provision.domain import opensearch_url
-from hrnb.provision.role import _ROLE_PROPAGATION_TIMEOUT_S
 
 RUNTIME = "python3.12"
 
@@ -266,7 +263,7 @@ def _function_step(settings: Settings, aws: AwsClients, *, apply: bool,
             _create_function(settings, aws, desired, data, artifacts.architecture, progress)
         return StepResult("function", "created", name, aws.arns.function,
                           f"{RUNTIME}, {FUNCTION_MEMORY_MB} MB, {FUNCTION_TIMEOUT_S} s")
-    _require_owned("Lambda function", name, found.get("Tags") or {}, settings)
+    _require_owned("Lambda function", name, _function_tags(aws, found), settings)
     current = found["Configuration"]
     changes = []
     if data is not None and artifacts is not None:
@@ -295,25 +292,25 @@ def _function_step(settings: Settings, aws: AwsClients, *, apply: bool,
                       f"{RUNTIME}, {FUNCTION_MEMORY_MB} MB, {FUNCTION_TIMEOUT_S} s")
 
 
+def _function_tags(aws: AwsClients, found: Mapping[str, Any]) -> dict[str, str]:
+    """The function's tags. GetFunction carries them only when the caller may
+    ``lambda:ListTags`` (and not at all for an untagged function), so ListTags answers then."""
+    if "Tags" in found:
+        return dict(found["Tags"] or {})
+    configuration = found["Configuration"]
+    listed = _aws(configuration["FunctionName"], "read tags of function", aws.lambda_.list_tags,
+                  Resource=configuration["FunctionArn"])
+    return dict(listed.get("Tags") or {})
+
+
 def _create_function(settings: Settings, aws: AwsClients, config: Mapping[str, Any],
                      data: bytes, architecture: str, progress: Progress) -> None:
-    """Create the function, retrying while a new role is not yet visible to Lambda (IAM is
-    eventually consistent: a role made seconds ago can be refused)."""
+    """Create the function; a role made seconds ago can be refused until IAM propagates."""
     name = settings.function_name
-    started = time.monotonic()
-    while True:
-        try:
-            aws.lambda_.create_function(FunctionName=name, Code={"ZipFile": data},
-                                        PackageType="Zip", Architectures=[architecture],
-                                        Tags={OWNER_TAG: settings.prefix}, **config)
-            break
-        except ClientError as exc:
-            message = str(exc.response.get("Error", {}).get("Message", ""))
-            propagating = "cannot be assumed" in message
-            if not propagating or time.monotonic() - started > _ROLE_PROPAGATION_TIMEOUT_S:
-                raise _client_error(exc, name, "create function") from exc
-            progress(f"function {name}: waiting for the new role to reach Lambda")
-            time.sleep(5)
+    _aws_retrying_propagation(name, "create function", aws.lambda_.create_function,
+                              progress=progress, FunctionName=name, Code={"ZipFile": data},
+                              PackageType="Zip", Architectures=[architecture],
+                              Tags={OWNER_TAG: settings.prefix}, **config)
     _wait_function(aws, name, "function_active_v2")
 
 
@@ -424,7 +421,8 @@ def _teardown_function(settings: Settings, aws: AwsClients, *, apply: bool) -> l
                  missing={"ResourceNotFoundException"}, FunctionName=name)
     if found is None:
         return [StepResult("function", "absent", name)]
-    skipped = _owned_or_skip("function", name, "function", found.get("Tags") or {}, settings)
+    skipped = _owned_or_skip("function", name, "function", _function_tags(aws, found),
+                             settings)
     if skipped:
         return [skipped]
     if apply:

@@ -20,8 +20,6 @@ from hrnb.provision.base import (
     _tag_list,
 )
 
-_ROLE_PROPAGATION_TIMEOUT_S = 120.0
-
 
 # --- IAM role ----------------------------------------------------------------------------------
 def ensure_role(settings: Settings, clients: AwsClients | None = None) -> StepResult:
