@@ -78,6 +78,7 @@ class AwsClients:
         self.lambda_ = make("lambda")
         self.opensearch = make("opensearch")
         self.sts = make("sts")
+        self.sqs = make("sqs")
 
     @cached_property
     def caller_arn(self) -> str:
@@ -103,6 +104,8 @@ class Arns:
     log_group: str  # as CreateLogStream/PutLogEvents see it (":*")
     domain: str
     function: str
+    layer: str  # without a version
+    queue: str
 
     @classmethod
     def of(cls, settings: Settings, account_id: str) -> Arns:
@@ -117,7 +120,16 @@ class Arns:
             domain=policies.domain_arn(partition, region, account_id, settings.domain_name),
             function=(f"arn:{partition}:lambda:{region}:{account_id}:function:"
                       f"{settings.function_name}"),
+            layer=f"arn:{partition}:lambda:{region}:{account_id}:layer:{settings.layer_name}",
+            queue=f"arn:{partition}:sqs:{region}:{account_id}:{settings.failure_queue_name}",
         )
+
+    def operator_policy(self) -> policies.PolicyDocument:
+        """The least-privilege policy of whoever runs hrnb for these resources."""
+        return policies.operator_policy(stream=self.stream, role=self.role,
+                                        log_group=self.log_group, domain=self.domain,
+                                        function=self.function, layer=self.layer,
+                                        queue=self.queue)
 
 
 # --- error translation -------------------------------------------------------------------------

@@ -118,8 +118,9 @@ class EventSourceOptions:
                 raise ConfigError(f"{name} must be {allowed}, got {getattr(self, name)}",
                                   setting=name)
 
-    def desired(self, *, enabled: bool) -> dict[str, Any]:
-        """The mapping's mutable settings, as the Lambda API names them."""
+    def desired(self, *, enabled: bool, on_failure: str) -> dict[str, Any]:
+        """The mapping's mutable settings, as the Lambda API names them; ``on_failure`` is the
+        ARN of the queue that gets the coordinates of every batch given up on."""
         return {
             "BatchSize": self.batch_size,
             "MaximumBatchingWindowInSeconds": self.batching_window_s,
@@ -127,6 +128,7 @@ class EventSourceOptions:
             "BisectBatchOnFunctionError": True,
             "MaximumRetryAttempts": self.max_retry_attempts,
             "MaximumRecordAgeInSeconds": self.max_record_age_s,
+            "DestinationConfig": {"OnFailure": {"Destination": on_failure}},
             "Enabled": enabled,
         }
 
@@ -347,6 +349,9 @@ def mapping_drift(current: Mapping[str, Any], desired: Mapping[str, Any]) -> lis
             have = current.get(key)
             if key == "FunctionResponseTypes":
                 have = list(have or [])
+            elif key == "DestinationConfig":
+                on_failure = ((have or {}).get("OnFailure") or {}).get("Destination")
+                have = {"OnFailure": {"Destination": on_failure}}
         if have != value:
             drift.append(key)
     return drift
@@ -356,11 +361,11 @@ def _mapping_step(settings: Settings, aws: AwsClients, *, apply: bool,
                   options: EventSourceOptions) -> StepResult:
     name = settings.function_name
     resource = f"{settings.stream_name} -> {name}"
-    desired = options.desired(enabled=not settings.is_local)
+    desired = options.desired(enabled=not settings.is_local, on_failure=aws.arns.queue)
     state = "enabled" if desired["Enabled"] else "disabled (the local poller runs it)"
     summary = (f"batch {options.batch_size}, window {options.batching_window_s} s, "
                f"{options.max_retry_attempts} retries, max age {options.max_record_age_s} s, "
-               f"{state}")
+               f"given-up batches to {settings.failure_queue_name}, {state}")
     mappings = _mappings(aws, settings)
     if not mappings:
         if not apply:

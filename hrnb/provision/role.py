@@ -38,6 +38,7 @@ def role_policy(settings: Settings, arns: Arns) -> policies.PolicyDocument:
         log_group=arns.log_group,
         domain=arns.domain,
         index_names=(settings.index_name, settings.dlq_index_name),
+        failure_queue=arns.queue,
     )
 
 
