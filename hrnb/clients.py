@@ -7,6 +7,7 @@ requests are SigV4-signed (service ``es``).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import boto3
@@ -17,11 +18,15 @@ from hrnb.errors import ConfigError
 
 
 def boto_session(settings: Settings) -> boto3.Session:
-    """A boto3 session: dummy credentials on the local target, the default chain on AWS."""
+    """A boto3 session: the emulator's credentials on the local target (dummy ones, or an
+    emulated IAM user's from ``HRNB_LOCAL_ACCESS_KEY_ID``/``HRNB_LOCAL_SECRET_ACCESS_KEY``, to
+    run as a least-privilege operator against an emulator that enforces IAM), the default chain
+    on AWS."""
     if settings.is_local:
         return boto3.Session(
-            aws_access_key_id=LOCAL_ACCESS_KEY_ID,
-            aws_secret_access_key=LOCAL_SECRET_ACCESS_KEY,
+            aws_access_key_id=os.environ.get("HRNB_LOCAL_ACCESS_KEY_ID") or LOCAL_ACCESS_KEY_ID,
+            aws_secret_access_key=(os.environ.get("HRNB_LOCAL_SECRET_ACCESS_KEY")
+                                   or LOCAL_SECRET_ACCESS_KEY),
             region_name=settings.region,
         )
     return boto3.Session(region_name=settings.region)
