@@ -185,3 +185,17 @@ def test_sigv4_clients_sign_with_renewed_session_credentials(
     response = requests.get(f"{gateway.url}/", auth=auth, timeout=10)
     assert response.status_code == 200, gateway.rejections()
     assert len(issued) >= 2
+
+
+# --- prices ---------------------------------------------------------------------------------------
+def test_arm64_lambda_is_priced_at_its_own_rate() -> None:
+    prices = provision.load_prices()
+    x86 = provision.estimate_cost(Settings(region="us-east-1"), prices)
+    arm = provision.estimate_cost(Settings(region="us-east-1"), prices, architecture="arm64")
+
+    def compute(estimate: provision.CostEstimate) -> float:
+        return next(line.hourly_usd for line in estimate.lines if line.item.startswith("Lambda"))
+
+    assert compute(arm) < compute(x86)
+    assert "arm64" in next(line.basis for line in arm.lines if line.item.startswith("Lambda"))
+    assert arm.idle_hourly_usd == x86.idle_hourly_usd

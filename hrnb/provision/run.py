@@ -122,7 +122,9 @@ def plan(
                   options=options, progress=_no_progress, operator_cidrs=operator_cidrs,
                   dashboards=dashboards)
     return Plan(target=settings.target, region=settings.region, steps=report.results,
-                cost=estimate_cost(settings, prices, batch_size=options.batch_size))
+                cost=estimate_cost(settings, prices, batch_size=options.batch_size,
+                                   architecture=artifacts.architecture if artifacts
+                                   else "x86_64"))
 
 
 def _run(settings: Settings, aws: AwsClients, *, apply: bool, artifacts: LambdaArtifacts | None,
