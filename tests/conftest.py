@@ -15,8 +15,12 @@ from hrnb.config import Settings
 @pytest.fixture(scope="session")
 def settings() -> Iterator[Settings]:
     """Settings for the local stack; starts it when nothing answers and stops what it started."""
+    import os
+
     from hrnb.local import launcher
 
+    # A stack the tests start waits 2 s for IAM propagation, not 5 (each set-up waits once).
+    os.environ.setdefault("HRNB_STRICT_IAM_PROPAGATION_S", "2")
     current = Settings.from_env(target="local")
     started = launcher.up(current)
     yield current
