@@ -6,13 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import socket
 import stat
-import subprocess
-import sys
-import time
-import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +14,7 @@ from typing import Any
 
 import boto3
 import pytest
+from support.private_emulator import private_emulator
 
 from hrnb import provision
 from hrnb.config import Settings
@@ -534,29 +529,11 @@ def test_region_other_than_the_set_up_one_is_refused(
 
 
 @pytest.fixture(scope="module")
-def strict_emulator() -> Iterator[str]:
-    """A second moto server that enforces IAM, so a missing permission is refused for real."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                                str(port)], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1)  # noqa: S310 (loopback)
-            break
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                pytest.fail("the strict moto server did not start")
-            time.sleep(0.1)
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
+def strict_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second emulator that enforces IAM, so a missing permission is refused for real."""
+    with private_emulator(tmp_path_factory.mktemp("strict-cache"),
+                          {"INITIAL_NO_AUTH_ACTION_COUNT": "3"}) as url:
+        yield url
 
 
 @pytest.mark.stack
