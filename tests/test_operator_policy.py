@@ -17,6 +17,7 @@ from typing import Any
 
 import boto3
 import pytest
+from support import create_function
 from support.private_emulator import private_emulator
 
 from hrnb import cli, provision
@@ -174,3 +175,32 @@ def test_without_any_one_statement_a_command_fails_naming_its_action(
             assert named and named[0] in actions, f"hrnb {' '.join(command)}:\n{output}"
             return
     pytest.fail(f"every command succeeded without statement {sid}")
+
+
+@pytest.mark.stack
+def test_get_function_carries_tags_only_for_callers_who_may_list_them(
+        enforcing: tuple[str, Any]) -> None:
+    """The strict emulator with IAM enforcement on: GetFunction's ``Tags`` follow
+    ``lambda:ListTags``, as on AWS."""
+    url, admin = enforcing
+    name = f"tagged-{uuid.uuid4().hex[:6]}"
+    keys = admin.create_access_key(UserName="admin")["AccessKey"]
+    session = boto3.Session(aws_access_key_id=keys["AccessKeyId"],
+                            aws_secret_access_key=keys["SecretAccessKey"],
+                            region_name="ap-south-1")
+    role = admin.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(
+        policies.lambda_trust_policy()))["Role"]["Arn"]
+    lam = session.client("lambda", endpoint_url=url)
+    create_function(lam, FunctionName=name, Runtime="python3.12", Role=role, Handler="h.h",
+                    Code={"ZipFile": b"PK\x05\x06" + b"\x00" * 18}, Tags={"k": "v"})
+    assert lam.get_function(FunctionName=name)["Tags"] == {"k": "v"}  # the admin may ListTags
+    reader = f"reader-{name}"
+    admin.create_user(UserName=reader)
+    admin.put_user_policy(UserName=reader, PolicyName="get-only", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "lambda:GetFunction", "Resource": "*"}]}))
+    reader_keys = admin.create_access_key(UserName=reader)["AccessKey"]
+    as_reader = boto3.client("lambda", endpoint_url=url, region_name="ap-south-1",
+                             aws_access_key_id=reader_keys["AccessKeyId"],
+                             aws_secret_access_key=reader_keys["SecretAccessKey"])
+    assert "Tags" not in as_reader.get_function(FunctionName=name)
