@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 from uuid import uuid4
 
+import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from hrnb.clients import aws_client
@@ -559,8 +560,8 @@ class MappingPoller:
         logger.error("%s %s: giving up on %d records after %d attempts (%s); kept in %s",
                      self.config.function_name, shard.shard_id, len(batch),
                      shard.status["consecutive_failures"], reason, self.discarded_path)
-        if self.config.on_failure:
-            self.owner.send_on_failure(self.config.on_failure, on_failure_record(
+        if self.config.on_failure and self.deployment is not None:
+            self.owner.send_on_failure(self.config.on_failure, self.deployment, on_failure_record(
                 self.config, shard.shard_id, batch, condition=condition,
                 invoke_count=shard.status["consecutive_failures"],
                 function_error=function_error))
@@ -666,7 +667,6 @@ class EventSourceMappingPoller:
         self.lambda_client = aws_client(settings, "lambda")
         self.kinesis_client = aws_client(settings, "kinesis")
         self.sts_client = aws_client(settings, "sts")
-        self.sqs_client = aws_client(settings, "sqs")
         self.mappings: dict[str, MappingPoller] = {}
         self.started_at = _now_iso()
         self._last_status = 0.0
@@ -728,14 +728,20 @@ class EventSourceMappingPoller:
             logger.info("mapping %s is gone; stopping it", uuid)
             self.mappings.pop(uuid).close()
 
-    def send_on_failure(self, queue_arn: str, record: Mapping[str, Any]) -> None:
-        """Send an on-failure record to an SQS destination; a failure is logged (the records
-        are in the discarded file regardless)."""
+    def send_on_failure(self, queue_arn: str, deployment: Deployment,
+                        record: Mapping[str, Any]) -> None:
+        """Send an on-failure record to an SQS destination with the function's role, as Lambda
+        does; a failure is logged (the records are in the discarded file regardless)."""
         _, _, _, _, account, name = queue_arn.split(":", 5)
+        environment = deployment.spec.environment
+        sqs = boto3.client("sqs", endpoint_url=self.settings.resolved_aws_endpoint_url,
+                           region_name=self.settings.region,
+                           aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],
+                           aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"],
+                           aws_session_token=environment["AWS_SESSION_TOKEN"])
         try:
-            url = self.sqs_client.get_queue_url(QueueName=name,
-                                                QueueOwnerAWSAccountId=account)["QueueUrl"]
-            self.sqs_client.send_message(QueueUrl=url, MessageBody=json.dumps(record))
+            url = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+            sqs.send_message(QueueUrl=url, MessageBody=json.dumps(record))
         except (BotoCoreError, ClientError) as exc:
             logger.error("cannot send the on-failure record of %s to %s: %s",
                          record["KinesisBatchInfo"]["shardId"], queue_arn, exc)
