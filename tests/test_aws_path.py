@@ -17,6 +17,7 @@ import requests
 from botocore.config import Config
 from botocore.credentials import RefreshableCredentials
 from botocore.session import get_session
+from support.private_emulator import private_emulator
 from support.sigv4_gateway import KnownCredentials, SigV4Gateway
 from test_provision import _boto_kwargs, artifacts, mine  # noqa: F401 (fixtures)
 
@@ -45,22 +46,33 @@ def _endpoint(local: Settings) -> str:
 
 
 # --- 1: CreateDomain right after CreateRole -------------------------------------------------------
-def test_domain_right_after_a_new_role_waits_for_iam(mine: Settings) -> None:
+@pytest.fixture(scope="module")
+def slow_iam(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An emulator whose IAM takes 6 s to propagate: long enough that a role made by the step
+    before is still young on a loaded machine, whatever delay the shared stack was given."""
+    with private_emulator(tmp_path_factory.mktemp("slow-iam"),
+                          {"HRNB_STRICT_IAM_PROPAGATION_S": "6"}) as url:
+        yield url
+
+
+def test_domain_right_after_a_new_role_waits_for_iam(mine: Settings, slow_iam: str) -> None:
+    there = mine.with_overrides(aws_endpoint_url=slow_iam)
     messages: list[str] = []
-    provision.ensure_role(mine)
-    result = provision.ensure_domain(mine, progress=messages.append)
+    provision.ensure_role(there)
+    result = provision.ensure_domain(there, progress=messages.append)
     assert result.action == "created"
     assert any("waiting for IAM to propagate" in message for message in messages)
 
 
-def test_propagation_retries_are_bounded(mine: Settings) -> None:
-    provision.ensure_role(mine)
-    aws = provision.AwsClients(mine)
-    request = provision.domain_request(mine, aws.arns, None)
+def test_propagation_retries_are_bounded(mine: Settings, slow_iam: str) -> None:
+    there = mine.with_overrides(aws_endpoint_url=slow_iam)
+    provision.ensure_role(there)
+    aws = provision.AwsClients(there)
+    request = provision.domain_request(there, aws.arns, None)
     started = time.monotonic()
     with pytest.raises(ProvisionError, match="InvalidTypeException: Error setting policy"):
         provision_base._aws_retrying_propagation(
-            mine.domain_name, "create domain", aws.opensearch.create_domain,
+            there.domain_name, "create domain", aws.opensearch.create_domain,
             progress=lambda _message: None, timeout_s=1.0, **request)
     assert time.monotonic() - started < 3.0
 
