@@ -32,10 +32,11 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from hrnb.clients import aws_client, opensearch_client  # noqa: E402
+from hrnb.clients import aws_client  # noqa: E402
 from hrnb.config import Settings  # noqa: E402
 from hrnb.local.code_store import store_local_code, unpacked_code  # noqa: E402
 from hrnb.local.worker import FunctionSpec, LambdaWorker, find_runtime_python  # noqa: E402
+from hrnb.search_client import opensearch_client  # noqa: E402
 from hrnb.wire.index_schema import index_template  # noqa: E402
 from hrnb.wire.kinesis import kinesis_event  # noqa: E402
 from hrnb.wire.records import encode_record, make_record  # noqa: E402
