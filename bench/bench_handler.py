@@ -52,10 +52,11 @@ from urllib.parse import urlsplit
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from hrnb.clients import aws_client, opensearch_client  # noqa: E402
+from hrnb.clients import aws_client  # noqa: E402
 from hrnb.config import Settings  # noqa: E402
 from hrnb.local.code_store import store_local_code, unpacked_code  # noqa: E402
 from hrnb.local.worker import FunctionSpec, LambdaWorker, find_runtime_python  # noqa: E402
+from hrnb.search_client import opensearch_client  # noqa: E402
 from hrnb.wire.index_schema import dead_letter_template, index_template  # noqa: E402
 from hrnb.wire.kinesis import KinesisEvent, kinesis_event  # noqa: E402
 from hrnb.wire.records import (  # noqa: E402
@@ -63,7 +64,7 @@ from hrnb.wire.records import (  # noqa: E402
     document_id,
     encode_record,
     format_timestamp,
-    make_record,  # noqa: E402
+    make_record,
 )
 from infra_scripts.build_lambda import build  # noqa: E402
 

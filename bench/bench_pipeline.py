@@ -66,11 +66,12 @@ import plotly.graph_objects as go  # noqa: E402
 import psutil  # noqa: E402
 
 from hrnb import provision  # noqa: E402
-from hrnb.clients import aws_client, opensearch_client  # noqa: E402
+from hrnb.clients import aws_client  # noqa: E402
 from hrnb.config import Settings  # noqa: E402
 from hrnb.live import export_png  # noqa: E402
 from hrnb.local.launcher import stop_process_group  # noqa: E402
 from hrnb.query import SearchableProbe, latency, plot_latency  # noqa: E402
+from hrnb.search_client import opensearch_client  # noqa: E402
 from hrnb.wire.records import encode_record, make_record  # noqa: E402
 from infra_scripts.build_lambda import build  # noqa: E402
 

@@ -39,10 +39,10 @@ import numpy as np  # noqa: E402
 import plotly.graph_objects as go  # noqa: E402
 from opensearchpy import helpers  # noqa: E402
 
-from hrnb.clients import opensearch_client  # noqa: E402
 from hrnb.config import Settings  # noqa: E402
 from hrnb.live import export_png  # noqa: E402
 from hrnb.query import QueryResult, last_minutes, last_per_interval  # noqa: E402
+from hrnb.search_client import opensearch_client  # noqa: E402
 from hrnb.wire.index_schema import index_template  # noqa: E402
 from hrnb.wire.records import format_timestamp  # noqa: E402
 

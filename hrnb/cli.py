@@ -190,7 +190,7 @@ def _setup(args: argparse.Namespace, settings: Settings) -> int:
     report = provision.setup(settings, _artifacts(args, required=True), progress=_progress)
     _print_steps(report.results)
     if report.opensearch_url and not settings.is_local:
-        print(f"OpenSearch endpoint: export HRNB_OPENSEARCH_URL={report.opensearch_url}")
+        print(f"OpenSearch endpoint: {report.opensearch_url} (clients find it themselves)")
     print("set-up complete" + ("" if report.changed else " (everything was already in place)"))
     return 0
 
@@ -220,6 +220,26 @@ def _teardown(args: argparse.Namespace, settings: Settings) -> int:
     return 1
 
 
+def _redrive(args: argparse.Namespace, settings: Settings) -> int:
+    from hrnb.redrive import redrive
+
+    report = redrive(settings, progress=_progress)
+    print(f"{report.batches} given-up batch(es) found, {report.redriven} redriven "
+          f"({report.records} records indexed again)")
+    for problem in report.lost + report.failed:
+        print(f"  not redriven: {problem}")
+    return 0 if report.complete else 1
+
+
+def _policy(args: argparse.Namespace, settings: Settings) -> int:
+    from hrnb import provision
+
+    account = args.account or provision.AwsClients(settings).account_id
+    arns = provision.Arns.of(settings, account)
+    print(json.dumps(arns.operator_policy(), indent=2))
+    return 0
+
+
 # --- demo ----------------------------------------------------------------------------------------
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
@@ -239,7 +259,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 # --- query -------------------------------------------------------------------------------------
 def _query(args: argparse.Namespace, settings: Settings) -> int:
     from hrnb import metrics, query
-    from hrnb.clients import opensearch_client
+    from hrnb.search_client import opensearch_client
 
     if args.minutes is not None and args.minutes <= 0:
         raise ConfigError(f"--minutes must be positive, got {args.minutes}", setting="minutes")
@@ -324,6 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     teardown = commands.add_parser("teardown", help="delete everything set-up created")
     teardown.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     teardown.set_defaults(handler=_teardown)
+    redo = commands.add_parser("redrive", help="index again the batches the trigger gave up on")
+    redo.set_defaults(handler=_redrive)
+    policy = commands.add_parser("policy", help="print the operator's least-privilege IAM policy")
+    policy.add_argument("--account", help="AWS account id (default: the caller's)")
+    policy.set_defaults(handler=_policy)
     demo = commands.add_parser("demo", help="the main job on the local stack (make demo)")
     demo.add_argument("--duration", type=float, default=60.0, help="live session seconds (60)")
     demo.add_argument("--athletes", type=int, default=1, help="simulated athletes (1)")

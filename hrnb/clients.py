@@ -7,6 +7,7 @@ requests are SigV4-signed (service ``es``).
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import boto3
@@ -22,19 +23,23 @@ if TYPE_CHECKING:  # the boto3 type stubs: a dev dependency, never needed at run
     from mypy_boto3_lambda import LambdaClient
     from mypy_boto3_logs import CloudWatchLogsClient
     from mypy_boto3_opensearch import OpenSearchServiceClient
+    from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sts import STSClient
-    from opensearchpy import OpenSearch
 
 #: The AWS services hrnb talks to (each has its typed client below).
-AwsService = Literal["kinesis", "iam", "logs", "lambda", "opensearch", "sts"]
+AwsService = Literal["kinesis", "iam", "logs", "lambda", "opensearch", "sts", "sqs"]
 
 
 def boto_session(settings: Settings) -> boto3.Session:
-    """A boto3 session: dummy credentials on the local target, the default chain on AWS."""
+    """A boto3 session: the emulator's credentials on the local target (dummy ones, or an
+    emulated IAM user's from ``HRNB_LOCAL_ACCESS_KEY_ID``/``HRNB_LOCAL_SECRET_ACCESS_KEY``, to
+    run as a least-privilege operator against an emulator that enforces IAM), the default chain
+    on AWS."""
     if settings.is_local:
         return boto3.Session(
-            aws_access_key_id=LOCAL_ACCESS_KEY_ID,
-            aws_secret_access_key=LOCAL_SECRET_ACCESS_KEY,
+            aws_access_key_id=os.environ.get("HRNB_LOCAL_ACCESS_KEY_ID") or LOCAL_ACCESS_KEY_ID,
+            aws_secret_access_key=(os.environ.get("HRNB_LOCAL_SECRET_ACCESS_KEY")
+                                   or LOCAL_SECRET_ACCESS_KEY),
             region_name=settings.region,
         )
     return boto3.Session(region_name=settings.region)
@@ -58,6 +63,9 @@ def aws_client(settings: Settings, service: Literal["opensearch"], *,
 @overload
 def aws_client(settings: Settings, service: Literal["sts"], *,
                session: boto3.Session | None = None, **config: Any) -> STSClient: ...
+@overload
+def aws_client(settings: Settings, service: Literal["sqs"], *,
+               session: boto3.Session | None = None, **config: Any) -> SQSClient: ...
 def aws_client(settings: Settings, service: AwsService, *, session: boto3.Session | None = None,
                **config: Any) -> BaseClient:
     """A boto3 client for ``service``; ``config`` goes to botocore's Config (timeouts, retries)."""
@@ -69,26 +77,13 @@ def aws_client(settings: Settings, service: AwsService, *, session: boto3.Sessio
     )
 
 
-def opensearch_client(settings: Settings, *, timeout: float = 10.0,
-                      **kwargs: Any) -> OpenSearch:
-    """An opensearch-py client: plain HTTP to the local node, SigV4-signed to an AWS domain."""
-    from opensearchpy import OpenSearch, RequestsHttpConnection
-
-    url = settings.resolved_opensearch_url
-    if url is None:
-        raise ConfigError(
-            "no OpenSearch endpoint: run the set-up first or set HRNB_OPENSEARCH_URL",
-            setting="opensearch_url",
-        )
-    if settings.is_local:
-        return OpenSearch(hosts=[url], timeout=timeout, **kwargs)
+def sigv4_auth(session: boto3.Session, region: str, service: str = "es") -> Any:
+    """SigV4 for requests, signing with botocore's credentials object itself, so SSO and
+    assumed-role credentials are refreshed before they expire (frozen keys get 403 after
+    about an hour, mid-workout)."""
     from requests_aws4auth import AWS4Auth
 
-    credentials = boto_session(settings).get_credentials()
+    credentials = session.get_credentials()
     if credentials is None:
         raise ConfigError("no AWS credentials found (configure them with 'aws configure')")
-    frozen = credentials.get_frozen_credentials()
-    auth = AWS4Auth(frozen.access_key, frozen.secret_key, settings.region, "es",
-                    session_token=frozen.token)
-    return OpenSearch(hosts=[url], http_auth=auth, use_ssl=True, verify_certs=True,
-                      connection_class=RequestsHttpConnection, timeout=timeout, **kwargs)
+    return AWS4Auth(region=region, service=service, refreshable_credentials=credentials)

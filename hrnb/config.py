@@ -153,6 +153,11 @@ class Settings:
         return f"{self.prefix}-hr"
 
     @property
+    def failure_queue_name(self) -> str:
+        """The SQS queue the trigger sends the coordinates of given-up batches to."""
+        return f"{self.prefix}-indexer-failed"
+
+    @property
     def log_group_name(self) -> str:
         return f"/aws/lambda/{self.function_name}"
 

@@ -8,15 +8,20 @@ from typing import Any
 
 import pytest
 
-from hrnb.clients import aws_client, opensearch_client
+from hrnb.clients import aws_client
 from hrnb.config import Settings
+from hrnb.search_client import opensearch_client
 
 
 @pytest.fixture(scope="session")
 def settings() -> Iterator[Settings]:
     """Settings for the local stack; starts it when nothing answers and stops what it started."""
+    import os
+
     from hrnb.local import launcher
 
+    # A stack the tests start waits 2 s for IAM propagation, not 5 (each set-up waits once).
+    os.environ.setdefault("HRNB_STRICT_IAM_PROPAGATION_S", "2")
     current = Settings.from_env(target="local")
     started = launcher.up(current)
     yield current

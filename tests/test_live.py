@@ -332,7 +332,7 @@ def test_indexed_panel_text_before_any_poll() -> None:
 def panel_index(settings: Settings) -> Iterator[tuple[Any, Settings]]:
     from opensearchpy.helpers import bulk
 
-    from hrnb.clients import opensearch_client
+    from hrnb.search_client import opensearch_client
     from hrnb.wire.index_schema import index_template
     from hrnb.wire.records import document_id, format_timestamp
 
@@ -386,7 +386,7 @@ def test_indexed_panel_counts_lag_missing_and_latency(panel_index) -> None:
 
 @pytest.mark.stack
 def test_indexed_panel_reports_a_missing_index_and_keeps_polling(settings, caplog) -> None:
-    from hrnb.clients import opensearch_client
+    from hrnb.search_client import opensearch_client
 
     settings = settings.with_overrides(index_name=f"hrnb-absent-{uuid.uuid4().hex[:8]}")
 

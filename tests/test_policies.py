@@ -14,17 +14,19 @@ STREAM = f"arn:aws:kinesis:ap-south-1:{ACCOUNT}:stream/hrnb-hr-stream"
 LOG_GROUP = f"arn:aws:logs:ap-south-1:{ACCOUNT}:log-group:/aws/lambda/hrnb-indexer:*"
 DOMAIN = f"arn:aws:es:ap-south-1:{ACCOUNT}:domain/hrnb-hr"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/hrnb-indexer-role"
+QUEUE = f"arn:aws:sqs:ap-south-1:{ACCOUNT}:hrnb-indexer-failed"
 
 
 def indexer_policy() -> dict[str, Any]:
     return dict(policies.indexer_role_policy(
         stream=STREAM, log_group=LOG_GROUP, domain=DOMAIN,
         index_names=("heart_rate", "heart_rate-dlq"),
+        failure_queue=QUEUE,
     ))
 
 
 def test_indexer_policy_is_least_privilege() -> None:
-    allowed = {STREAM, LOG_GROUP, f"{DOMAIN}/heart_rate*"}
+    allowed = {STREAM, LOG_GROUP, f"{DOMAIN}/heart_rate*", QUEUE}
     assert policies.least_privilege_problems(indexer_policy(), allowed_resources=allowed) == []
 
 
@@ -45,6 +47,7 @@ def test_indexer_policy_grants_exactly_the_named_actions() -> None:
         ("logs:PutLogEvents", LOG_GROUP),
         ("es:ESHttpPost", f"{DOMAIN}/heart_rate*"),
         ("es:ESHttpPut", f"{DOMAIN}/heart_rate*"),
+        ("sqs:SendMessage", QUEUE),
     }
 
 

@@ -6,13 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import socket
 import stat
-import subprocess
-import sys
-import time
-import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +14,7 @@ from typing import Any
 
 import boto3
 import pytest
+from support.private_emulator import private_emulator
 
 from hrnb import provision
 from hrnb.config import Settings
@@ -93,6 +88,7 @@ def test_role_policy_for_settings_names_only_this_prefixes_resources() -> None:
         f"arn:aws:kinesis:ap-south-1:{ACCOUNT}:stream/alpha-hr-stream",
         f"arn:aws:logs:ap-south-1:{ACCOUNT}:log-group:/aws/lambda/alpha-indexer:*",
         f"arn:aws:es:ap-south-1:{ACCOUNT}:domain/alpha-hr/heart_rate*",
+        f"arn:aws:sqs:ap-south-1:{ACCOUNT}:alpha-indexer-failed",
     }
     document = provision.role_policy(settings, arns)
     assert policies.least_privilege_problems(document, allowed_resources=allowed) == []
@@ -154,7 +150,8 @@ def test_event_source_options_must_be_bounded(change: dict[str, int], setting: s
 
 
 def test_default_trigger_matches_the_reference() -> None:
-    desired = provision.EventSourceOptions().desired(enabled=True)
+    desired = provision.EventSourceOptions().desired(enabled=True, on_failure="arn:queue")
+    assert desired["DestinationConfig"] == {"OnFailure": {"Destination": "arn:queue"}}
     assert desired["BatchSize"] == 2
     assert desired["MaximumBatchingWindowInSeconds"] == 0
     assert desired["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
@@ -277,7 +274,7 @@ def test_setup_from_nothing_builds_the_reference(
     actions = by_step(report.results)
     assert actions == {
         "stream": ["created"], "role": ["created"], "log group": ["created"],
-        "domain": ["created"], "role mapping": ["skipped"],
+        "domain": ["created"], "failure queue": ["created"], "role mapping": ["skipped"],
         "index template": ["created", "created"], "index": ["created", "created"],
         "layer": ["created"], "function": ["created"], "trigger": ["created"],
         "dashboards": ["skipped"],
@@ -298,7 +295,8 @@ def test_setup_from_nothing_builds_the_reference(
                                    PolicyName=provision.inline_policy_name(mine))["PolicyDocument"]
     allowed = {stream["StreamARN"],
                f"arn:aws:logs:{mine.region}:{ACCOUNT}:log-group:{mine.log_group_name}:*",
-               f"arn:aws:es:{mine.region}:{ACCOUNT}:domain/{mine.domain_name}/{mine.index_name}*"}
+               f"arn:aws:es:{mine.region}:{ACCOUNT}:domain/{mine.domain_name}/{mine.index_name}*",
+               f"arn:aws:sqs:{mine.region}:{ACCOUNT}:{mine.failure_queue_name}"}
     assert policies.least_privilege_problems(deployed, allowed_resources=allowed) == []
     assert iam.list_attached_role_policies(RoleName=mine.role_name)["AttachedPolicies"] == []
 
@@ -327,6 +325,8 @@ def test_setup_from_nothing_builds_the_reference(
     assert mapping["BatchSize"] == 2 and mapping["StartingPosition"] == "LATEST"
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["BisectBatchOnFunctionError"] is True
+    assert mapping["DestinationConfig"]["OnFailure"]["Destination"] == (
+        f"arn:aws:sqs:{mine.region}:{ACCOUNT}:{mine.failure_queue_name}")
 
     for index in (mine.index_name, mine.dlq_index_name):
         assert opensearch.indices.get_settings(index=index)[index]["settings"]["index"][
@@ -529,29 +529,11 @@ def test_region_other_than_the_set_up_one_is_refused(
 
 
 @pytest.fixture(scope="module")
-def strict_emulator() -> Iterator[str]:
-    """A second moto server that enforces IAM, so a missing permission is refused for real."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                                str(port)], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1)  # noqa: S310 (loopback)
-            break
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                pytest.fail("the strict moto server did not start")
-            time.sleep(0.1)
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
+def strict_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second emulator that enforces IAM, so a missing permission is refused for real."""
+    with private_emulator(tmp_path_factory.mktemp("strict-cache"),
+                          {"INITIAL_NO_AUTH_ACTION_COUNT": "3"}) as url:
+        yield url
 
 
 @pytest.mark.stack
@@ -592,7 +574,7 @@ def test_teardown_asks_first_and_declining_keeps_everything(
     (preview,) = shown
     assert {step.resource for step in preview if step.action == "deleted"} >= {
         mine.stream_name, mine.role_name, mine.domain_name, mine.function_name}
-    assert len(provision.remaining_resources(mine)) == 9  # all still there
+    assert len(provision.remaining_resources(mine)) == 10  # all still there
 
     report = provision.confirmed_teardown(mine, lambda preview: True)
     assert report is not None and report.nothing_billable_remains

@@ -99,7 +99,7 @@ def index_documents(client: OpenSearch, name: str, docs: list[dict[str, Any]]) -
 @pytest.fixture(scope="module")
 def os_client(settings: Settings) -> OpenSearch:
     """One client for the module, on the shared local stack (started if nothing answers)."""
-    from hrnb.clients import opensearch_client
+    from hrnb.search_client import opensearch_client
 
     return opensearch_client(settings)
 

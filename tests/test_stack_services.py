@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from support import create_function
 
 from hrnb.config import Settings
 
@@ -85,8 +86,8 @@ def test_emulator_invokes_only_enabled_kinesis_mappings(
     try:
         for enabled in (False, True):
             function = f"{name}-{'on' if enabled else 'off'}"
-            lam.create_function(FunctionName=function, Runtime="python3.12", Role=role,
-                                Handler="h.h", Code={"ZipFile": code.getvalue()})
+            create_function(lam, FunctionName=function, Runtime="python3.12", Role=role,
+                            Handler="h.h", Code={"ZipFile": code.getvalue()})
             mapping = lam.create_event_source_mapping(
                 FunctionName=function, EventSourceArn=arn, StartingPosition="LATEST",
                 Enabled=enabled)

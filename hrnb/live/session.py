@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hrnb import query
-from hrnb.clients import opensearch_client
 from hrnb.config import Settings
 from hrnb.errors import HrnbError, ProvisionError
 from hrnb.live.dashboard import LiveDashboard
 from hrnb.live.indexed import IndexedStatus
+from hrnb.search_client import opensearch_client
 from hrnb.sources.base import HeartRateSource, new_session_id, utc_now_ms
 from hrnb.stream.producer import KinesisProducer, ensure_local_stream
 from hrnb.stream.session import StreamProgress, StreamSession, StreamSummary

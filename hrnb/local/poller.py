@@ -15,9 +15,11 @@ MaximumRecordAgeInSeconds, BisectBatchOnFunctionError):
   gets a new worker;
 - a ``batchItemFailures`` answer resumes from the lowest failed sequence number; a function error
   retries the whole batch with backoff (halving it first if bisecting is on), at most
-  MaximumRetryAttempts times (-1: until it succeeds); a batch given up on, or records older than
-  MaximumRecordAgeInSeconds, are written to ``esm/<uuid>-discarded.jsonl``, never dropped
-  silently;
+  MaximumRetryAttempts times (-1: until it succeeds); for a batch given up on, or records older
+  than MaximumRecordAgeInSeconds, the mapping's on-failure destination (an SQS queue, from
+  DestinationConfig) gets the same record Lambda sends (:func:`on_failure_record`: shard,
+  sequence-number range, condition), and the records go to ``esm/<uuid>-discarded.jsonl`` too,
+  never dropped silently;
 - progress is checkpointed per shard, so a restart neither skips records nor replays the shard;
 - iterator age and counters go to ``esm/status.json`` in the state directory.
 
@@ -42,7 +44,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
+from uuid import uuid4
 
+import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from hrnb.clients import aws_client
@@ -177,6 +181,7 @@ class MappingConfig:
     max_retry_attempts: int  # -1: retry until the batch succeeds
     max_record_age_s: int  # -1: records never expire
     bisect_on_error: bool
+    on_failure: str | None = None  # ARN of the SQS queue given-up batches are reported to
 
     @classmethod
     def from_api(cls, raw: Mapping[str, Any]) -> MappingConfig:
@@ -193,6 +198,8 @@ class MappingConfig:
             max_retry_attempts=int(raw.get("MaximumRetryAttempts", -1)),
             max_record_age_s=int(raw.get("MaximumRecordAgeInSeconds", -1)),
             bisect_on_error=bool(raw.get("BisectBatchOnFunctionError", False)),
+            on_failure=((raw.get("DestinationConfig") or {}).get("OnFailure") or {}).get(
+                "Destination") or None,
         )
 
     @property
@@ -494,7 +501,8 @@ class MappingPoller:
             expired += 1
         if expired:
             self._discard(shard, shard.buffer[:expired],
-                          f"older than MaximumRecordAgeInSeconds ({max_age} s)")
+                          f"older than MaximumRecordAgeInSeconds ({max_age} s)",
+                          condition="RecordAgeExceeded")
         return expired > 0
 
     def _settle(self, shard: ShardState, batch: list[Mapping[str, Any]],
@@ -534,7 +542,9 @@ class MappingPoller:
         failures = shard.status["consecutive_failures"]
         limit = self.config.max_retry_attempts
         if done == 0 and limit >= 0 and failures > limit:
-            self._discard(shard, batch, shard.status["last_error"] or "partial batch failure")
+            self._discard(shard, batch, shard.status["last_error"] or "partial batch failure",
+                          condition="RetryAttemptsExhausted",
+                          function_error=None if result.ok else "Unhandled")
             return
         # Progress resets the count, so the rest goes again at once; no progress backs off.
         shard.next_attempt_at = time.monotonic() + (backoff_s(failures) if done == 0 else 0.0)
@@ -547,12 +557,18 @@ class MappingPoller:
         shard.status["checkpoint"] = last
         shard.from_starting_position = False
 
-    def _discard(self, shard: ShardState, batch: list[Mapping[str, Any]], reason: str) -> None:
-        """Give up on records (retries exhausted, or too old), keeping them in the discarded
-        file."""
+    def _discard(self, shard: ShardState, batch: list[Mapping[str, Any]], reason: str, *,
+                 condition: str, function_error: str | None = None) -> None:
+        """Give up on records (retries exhausted, or too old): report the batch to the
+        on-failure destination as Lambda does, and keep the records in the discarded file."""
         logger.error("%s %s: giving up on %d records after %d attempts (%s); kept in %s",
                      self.config.function_name, shard.shard_id, len(batch),
                      shard.status["consecutive_failures"], reason, self.discarded_path)
+        if self.config.on_failure and self.deployment is not None:
+            self.owner.send_on_failure(self.config.on_failure, self.deployment, on_failure_record(
+                self.config, shard.shard_id, batch, condition=condition,
+                invoke_count=shard.status["consecutive_failures"],
+                function_error=function_error))
         self.discarded_path.parent.mkdir(parents=True, exist_ok=True)
         with self.discarded_path.open("a") as out:
             for record in batch:
@@ -590,6 +606,41 @@ class MappingPoller:
             "last_error": self.last_error,
             "shards": [dict(shard.status) for shard in self.shards.values()],  # type: ignore[misc]
         }
+
+
+def on_failure_record(config: MappingConfig, shard_id: str, batch: Sequence[Mapping[str, Any]],
+                      *, condition: str, invoke_count: int,
+                      function_error: str | None) -> dict[str, Any]:
+    """What Lambda sends a Kinesis mapping's on-failure destination for a batch it gives up on:
+    the coordinates of the records (shard, first and last sequence number), not the records."""
+    record: dict[str, Any] = {
+        "requestContext": {
+            "requestId": str(uuid4()),
+            "functionArn": config.function_arn,
+            "condition": condition,
+            "approximateInvokeCount": invoke_count,
+        },
+        "version": "1.0",
+        "timestamp": _now_iso(),
+        "KinesisBatchInfo": {
+            "shardId": shard_id,
+            "startSequenceNumber": batch[0]["SequenceNumber"],
+            "endSequenceNumber": batch[-1]["SequenceNumber"],
+            "approximateArrivalOfFirstRecord": _iso(batch[0]["ApproximateArrivalTimestamp"]),
+            "approximateArrivalOfLastRecord": _iso(batch[-1]["ApproximateArrivalTimestamp"]),
+            "batchSize": len(batch),
+            "streamArn": config.event_source_arn,
+        },
+    }
+    if invoke_count:
+        record["responseContext"] = {"statusCode": 200, "executedVersion": "$LATEST"}
+        if function_error:
+            record["responseContext"]["functionError"] = function_error
+    return record
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _error_code(exc: Exception) -> str | None:
@@ -680,6 +731,24 @@ class EventSourceMappingPoller:
         for uuid in set(self.mappings) - seen:
             logger.info("mapping %s is gone; stopping it", uuid)
             self.mappings.pop(uuid).close()
+
+    def send_on_failure(self, queue_arn: str, deployment: Deployment,
+                        record: Mapping[str, Any]) -> None:
+        """Send an on-failure record to an SQS destination with the function's role, as Lambda
+        does; a failure is logged (the records are in the discarded file regardless)."""
+        _, _, _, _, account, name = queue_arn.split(":", 5)
+        environment = deployment.spec.environment
+        sqs = boto3.client("sqs", endpoint_url=self.settings.resolved_aws_endpoint_url,
+                           region_name=self.settings.region,
+                           aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],
+                           aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"],
+                           aws_session_token=environment["AWS_SESSION_TOKEN"])
+        try:
+            url = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+            sqs.send_message(QueueUrl=url, MessageBody=json.dumps(record))
+        except (BotoCoreError, ClientError) as exc:
+            logger.error("cannot send the on-failure record of %s to %s: %s",
+                         record["KinesisBatchInfo"]["shardId"], queue_arn, exc)
 
     def _list_mappings(self, function_name: str) -> list[Mapping[str, Any]]:
         paginator = self.lambda_client.get_paginator("list_event_source_mappings")

@@ -44,6 +44,7 @@ from hrnb.provision.domain import (
     VOLUME_GIB,
     VOLUME_IOPS,
     VOLUME_THROUGHPUT_MIBPS,
+    data_plane_url,
     domain_drift,
     domain_request,
     ensure_domain,
@@ -65,6 +66,7 @@ from hrnb.provision.function import (
 )
 from hrnb.provision.indices import ensure_indices, template_matches, template_name
 from hrnb.provision.logs import LOG_RETENTION_DAYS, ensure_log_group
+from hrnb.provision.queue import QUEUE_RETENTION_S, ensure_failure_queue
 from hrnb.provision.role import covers, ensure_role, inline_policy_name, role_policy
 from hrnb.provision.run import (
     Plan,
@@ -108,6 +110,7 @@ __all__ = [
     "MasterUser",
     "OWNER_TAG",
     "PRICES_FILE",
+    "QUEUE_RETENTION_S",
     "Plan",
     "Progress",
     "RUNTIME",
@@ -125,11 +128,13 @@ __all__ = [
     "covers",
     "dashboards_objects",
     "dashboards_url",
+    "data_plane_url",
     "domain_drift",
     "domain_request",
     "ensure_dashboards",
     "ensure_domain",
     "ensure_event_source_mapping",
+    "ensure_failure_queue",
     "ensure_function",
     "ensure_indices",
     "ensure_layer",

@@ -3,7 +3,9 @@ translation of botocore and opensearch-py errors into ProvisionError."""
 
 from __future__ import annotations
 
+import random
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -75,6 +77,7 @@ class AwsClients:
         self.lambda_ = aws_client(settings, "lambda", session=session)
         self.opensearch = aws_client(settings, "opensearch", session=session)
         self.sts = aws_client(settings, "sts", session=session)
+        self.sqs = aws_client(settings, "sqs", session=session)
 
     @cached_property
     def caller_arn(self) -> str:
@@ -100,6 +103,8 @@ class Arns:
     log_group: str  # as CreateLogStream/PutLogEvents see it (":*")
     domain: str
     function: str
+    layer: str  # without a version
+    queue: str
 
     @classmethod
     def of(cls, settings: Settings, account_id: str) -> Arns:
@@ -114,7 +119,16 @@ class Arns:
             domain=policies.domain_arn(partition, region, account_id, settings.domain_name),
             function=(f"arn:{partition}:lambda:{region}:{account_id}:function:"
                       f"{settings.function_name}"),
+            layer=f"arn:{partition}:lambda:{region}:{account_id}:layer:{settings.layer_name}",
+            queue=f"arn:{partition}:sqs:{region}:{account_id}:{settings.failure_queue_name}",
         )
+
+    def operator_policy(self) -> policies.PolicyDocument:
+        """The least-privilege policy of whoever runs hrnb for these resources."""
+        return policies.operator_policy(stream=self.stream, role=self.role,
+                                        log_group=self.log_group, domain=self.domain,
+                                        function=self.function, layer=self.layer,
+                                        queue=self.queue)
 
 
 # --- error translation -------------------------------------------------------------------------
@@ -140,6 +154,61 @@ def _aws(resource: str, doing: str, call: Callable[..., Any], /, *,
             "on AWS check the region and the network",
             resource=resource,
         ) from exc
+
+
+#: How long set-up keeps retrying while IAM propagates a new role (AWS: seconds, rarely a minute).
+PROPAGATION_TIMEOUT_S = 120.0
+
+
+_PROPAGATION_BASE_S = 1.0
+
+
+_PROPAGATION_CAP_S = 10.0
+
+
+def propagating(exc: ClientError) -> bool:
+    """True for the answers AWS gives while a new IAM role or user has not reached the other
+    services yet: OpenSearch's ``InvalidTypeException: Error setting policy`` and Lambda's
+    "cannot be assumed"."""
+    error = exc.response.get("Error", {})
+    code, message = str(error.get("Code", "")), str(error.get("Message", ""))
+    return ((code == "InvalidTypeException" and "Error setting policy" in message)
+            or (code == "InvalidParameterValueException" and "cannot be assumed" in message))
+
+
+class _Propagating(Exception):
+    def __init__(self, error: ClientError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _aws_retrying_propagation(resource: str, doing: str, call: Callable[..., Any], /, *,
+                              progress: Progress, timeout_s: float = PROPAGATION_TIMEOUT_S,
+                              **kwargs: Any) -> Any:
+    """``_aws``, retrying with bounded, jittered back-off (full jitter, 1 s doubling to 10 s,
+    at most ``timeout_s``) while IAM propagates, as Terraform's AWS provider does."""
+
+    def attempt(**arguments: Any) -> Any:
+        try:
+            return call(**arguments)
+        except ClientError as exc:
+            if propagating(exc):
+                raise _Propagating(exc) from exc
+            raise
+
+    started = time.monotonic()
+    tries = 0
+    while True:
+        try:
+            return _aws(resource, doing, attempt, **kwargs)
+        except _Propagating as waiting:
+            tries += 1
+            delay = random.uniform(0, min(_PROPAGATION_CAP_S, _PROPAGATION_BASE_S * 2 ** tries))
+            if time.monotonic() - started + delay > timeout_s:
+                raise _client_error(waiting.error, resource, doing) from waiting.error
+            progress(f"{resource}: waiting for IAM to propagate a new role ({doing}, "
+                     f"try {tries})")
+            time.sleep(delay)
 
 
 def _client_error(exc: ClientError, resource: str, doing: str) -> ProvisionError:

@@ -59,9 +59,11 @@ def estimate_cost(
     streaming_hours_per_month: float = 30.0,
     invocation_ms: float = 150.0,
     log_bytes_per_invocation: int = 600,
+    architecture: str = "x86_64",
 ) -> CostEstimate:
     """Hourly and monthly AWS cost of the set-up (pure). Fixed items bill while they exist;
-    usage items while a session streams at ``records_per_second`` (the reference's 2/s)."""
+    usage items while a session streams at ``records_per_second`` (the reference's 2/s);
+    Lambda compute at the function's ``architecture`` rate (arm64 is ~20 % cheaper)."""
     table = prices or load_prices()
     region = settings.region if settings.region in table["regions"] else table["fallback_region"]
     price = table["regions"][region]
@@ -97,9 +99,9 @@ def estimate_cost(
         line("Kinesis data", kinesis_data, kinesis_basis, streaming_hours_per_month),
         line("Lambda requests and compute",
              invocations_per_hour / 1e6 * price["lambda_million_requests"]
-             + gb_seconds * price["lambda_gb_second_x86_64"],
+             + gb_seconds * price[f"lambda_gb_second_{architecture}"],
              f"{invocations_per_hour:.0f} invocations/h of {invocation_ms:.0f} ms at "
-             f"{FUNCTION_MEMORY_MB} MB", streaming_hours_per_month),
+             f"{FUNCTION_MEMORY_MB} MB, {architecture}", streaming_hours_per_month),
         line("CloudWatch Logs ingestion",
              invocations_per_hour * log_bytes_per_invocation / 1e9 * price["logs_ingest_gb"],
              "per GB ingested", streaming_hours_per_month),

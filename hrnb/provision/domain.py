@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from hrnb.config import Settings
-from hrnb.errors import ProvisionError
+from hrnb.errors import ConfigError, ProvisionError
 from hrnb.provision import policies
 from hrnb.provision.base import (
     OWNER_TAG,
@@ -18,6 +19,7 @@ from hrnb.provision.base import (
     Progress,
     StepResult,
     _aws,
+    _aws_retrying_propagation,
     _no_progress,
     _now,
     _owned_or_skip,
@@ -33,6 +35,9 @@ from hrnb.provision.state import (
     load_master_user,
     master_user_path,
 )
+
+log = logging.getLogger(__name__)
+
 
 # --- the reference configuration -------------------------------------------------------------
 ENGINE_VERSION = "OpenSearch_2.19"
@@ -134,20 +139,25 @@ def ensure_domain(
     poll_s: float = _DOMAIN_POLL_S,
     timeout_s: float = _DOMAIN_TIMEOUT_S,
 ) -> StepResult:
-    """The OpenSearch domain in the reference configuration. Waiting for it (15-20 min on AWS)
+    """The OpenSearch domain in the reference configuration. Waiting for it (15-30 min on AWS)
     reports progress and survives an interrupted kernel: call again to resume the wait."""
     return _domain_step(settings, clients or AwsClients(settings), apply=True,
                         progress=progress or _no_progress, operator_cidrs=operator_cidrs,
                         poll_s=poll_s, timeout_s=timeout_s)
 
 
-def _domain_call(aws: AwsClients, doing: str, call: Callable[..., Any], /,
-                 **kwargs: Any) -> Any:
+def _domain_call(aws: AwsClients, doing: str, call: Callable[..., Any], /, *,
+                 progress: Progress | None = None, **kwargs: Any) -> Any:
     """A control-plane call about the domain. Requests and responses can carry the master
-    password (the emulator even echoes it back), so it is kept out of the logs throughout."""
+    password (the emulator even echoes it back), so it is kept out of the logs throughout.
+    With ``progress``, the call is retried while IAM propagates the role its access policy
+    names."""
     master = load_master_user(aws.settings)
     with _kept_out_of_logs(master.password if master else None):
-        return _aws(aws.settings.domain_name, doing, call, **kwargs)
+        if progress is None:
+            return _aws(aws.settings.domain_name, doing, call, **kwargs)
+        return _aws_retrying_propagation(aws.settings.domain_name, doing, call,
+                                         progress=progress, **kwargs)
 
 
 def _describe_domain(aws: AwsClients, name: str) -> dict[str, Any] | None:
@@ -167,12 +177,12 @@ def _domain_step(settings: Settings, aws: AwsClients, *, apply: bool, progress: 
     if status is None:
         if not apply:
             return StepResult("domain", "created", name, aws.arns.domain,
-                              f"{shape}; takes ~15-20 min on AWS")
+                              f"{shape}; takes ~15-30 min on AWS")
         # The password is stored before the request, so no crash can lose it.
         master = load_master_user(settings) or _create_master_user(settings)
         state.update(region=settings.region, domain_pending="creation",
                      domain_requested_at=_now())
-        _domain_call(aws, "create domain", aws.opensearch.create_domain,
+        _domain_call(aws, "create domain", aws.opensearch.create_domain, progress=progress,
                      **domain_request(settings, aws.arns, master, operator_cidrs))
         status = _wait_for_domain(settings, aws, progress, poll_s, timeout_s)
         return StepResult("domain", "created", name, status["ARN"],
@@ -198,7 +208,7 @@ def _domain_step(settings: Settings, aws: AwsClients, *, apply: bool, progress: 
         state.update(region=settings.region, domain_pending="update",
                      domain_requested_at=_now())
         _domain_call(aws, "update domain", aws.opensearch.update_domain_config,
-                     DomainName=name, **drift)
+                     progress=progress, DomainName=name, **drift)
     if apply and (pending or drift or status.get("Processing") or not _endpoint_of(status)):
         status = _wait_for_domain(settings, aws, progress, poll_s, timeout_s)
     if drift:
@@ -228,7 +238,7 @@ def _wait_for_domain(settings: Settings, aws: AwsClients, progress: Progress, po
         since = f", requested {requested}" if requested else ""
         minutes = (time.monotonic() - started) / 60
         progress(f"domain {name}: waiting until it is active ({minutes:.0f} min in this call"
-                 f"{since}; AWS takes ~15-20 min)")
+                 f"{since}; AWS takes ~15-30 min)")
         status = _describe_domain(aws, name)
         if status is None:
             raise ProvisionError(f"domain {name} disappeared while set-up waited for it",
@@ -244,13 +254,50 @@ def _wait_for_domain(settings: Settings, aws: AwsClients, progress: Progress, po
 
 
 def opensearch_url(settings: Settings, clients: AwsClients | None = None) -> str | None:
-    """Where the data plane answers: the local node, or ``https://<domain endpoint>`` once the
-    domain is active (None before)."""
-    if settings.is_local or settings.opensearch_url:
+    """Where the data plane answers: the local node, or ``https://<domain endpoint>`` as
+    DescribeDomain reports it now (None before the domain is active). On AWS the endpoint
+    carries a hash that changes when the domain is re-created, so a URL in the settings is
+    never used for provisioning; the one found is cached in the state file."""
+    if settings.is_local:
         return settings.resolved_opensearch_url
     status = _describe_domain(clients or AwsClients(settings), settings.domain_name)
     endpoint = None if status is None or status.get("Processing") else _endpoint_of(status)
-    return f"https://{endpoint}" if endpoint else None
+    if endpoint is None:
+        return None
+    state = StateFile(settings)
+    if state.load().get("domain_endpoint") != endpoint:
+        state.update(domain_endpoint=endpoint)
+    url = f"https://{endpoint}"
+    if settings.opensearch_url and settings.opensearch_url.rstrip("/") != url:
+        log.warning("HRNB_OPENSEARCH_URL=%s is not the endpoint of domain %s (%s); "
+                    "provisioning uses the domain's", settings.opensearch_url,
+                    settings.domain_name, url)
+    return url
+
+
+def data_plane_url(settings: Settings, clients: AwsClients | None = None) -> str:
+    """The URL every OpenSearch client uses: ``HRNB_OPENSEARCH_URL`` when set, the local node,
+    or on AWS the domain's endpoint, re-checked with DescribeDomain and cached in the state
+    file (the cached one serves when DescribeDomain cannot be asked), so notebooks need no
+    variable."""
+    if settings.is_local or settings.opensearch_url:
+        return str(settings.resolved_opensearch_url)
+    cached = StateFile(settings).load().get("domain_endpoint")
+    try:
+        url = opensearch_url(settings, clients)
+    except ProvisionError as exc:
+        if not cached:
+            raise
+        log.warning("cannot re-check the endpoint of domain %s (%s); using the one set-up "
+                    "recorded, %s", settings.domain_name, exc, cached)
+        return f"https://{cached}"
+    if url is None:
+        raise ConfigError(
+            f"no OpenSearch endpoint: domain {settings.domain_name} does not exist or is not "
+            "active yet; run 'hrnb setup' (and let it finish)",
+            setting="opensearch_url",
+        )
+    return url
 
 
 def _teardown_domain(settings: Settings, aws: AwsClients, *, apply: bool) -> list[StepResult]:

@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from botocore.exceptions import ClientError
-
 from hrnb.config import Settings
 from hrnb.errors import ConfigError, ProvisionError
 from hrnb.provision.base import (
@@ -23,13 +21,12 @@ from hrnb.provision.base import (
     Progress,
     StepResult,
     _aws,
-    _client_error,
+    _aws_retrying_propagation,
     _no_progress,
     _owned_or_skip,
     _require_owned,
 )
 from hrnb.provision.domain import opensearch_url
-from hrnb.provision.role import _ROLE_PROPAGATION_TIMEOUT_S
 
 RUNTIME = "python3.12"
 
@@ -121,8 +118,9 @@ class EventSourceOptions:
                 raise ConfigError(f"{name} must be {allowed}, got {getattr(self, name)}",
                                   setting=name)
 
-    def desired(self, *, enabled: bool) -> dict[str, Any]:
-        """The mapping's mutable settings, as the Lambda API names them."""
+    def desired(self, *, enabled: bool, on_failure: str) -> dict[str, Any]:
+        """The mapping's mutable settings, as the Lambda API names them; ``on_failure`` is the
+        ARN of the queue that gets the coordinates of every batch given up on."""
         return {
             "BatchSize": self.batch_size,
             "MaximumBatchingWindowInSeconds": self.batching_window_s,
@@ -130,6 +128,7 @@ class EventSourceOptions:
             "BisectBatchOnFunctionError": True,
             "MaximumRetryAttempts": self.max_retry_attempts,
             "MaximumRecordAgeInSeconds": self.max_record_age_s,
+            "DestinationConfig": {"OnFailure": {"Destination": on_failure}},
             "Enabled": enabled,
         }
 
@@ -266,7 +265,7 @@ def _function_step(settings: Settings, aws: AwsClients, *, apply: bool,
             _create_function(settings, aws, desired, data, artifacts.architecture, progress)
         return StepResult("function", "created", name, aws.arns.function,
                           f"{RUNTIME}, {FUNCTION_MEMORY_MB} MB, {FUNCTION_TIMEOUT_S} s")
-    _require_owned("Lambda function", name, found.get("Tags") or {}, settings)
+    _require_owned("Lambda function", name, _function_tags(aws, found), settings)
     current = found["Configuration"]
     changes = []
     if data is not None and artifacts is not None:
@@ -295,25 +294,25 @@ def _function_step(settings: Settings, aws: AwsClients, *, apply: bool,
                       f"{RUNTIME}, {FUNCTION_MEMORY_MB} MB, {FUNCTION_TIMEOUT_S} s")
 
 
+def _function_tags(aws: AwsClients, found: Mapping[str, Any]) -> dict[str, str]:
+    """The function's tags. GetFunction carries them only when the caller may
+    ``lambda:ListTags`` (and not at all for an untagged function), so ListTags answers then."""
+    if "Tags" in found:
+        return dict(found["Tags"] or {})
+    configuration = found["Configuration"]
+    listed = _aws(configuration["FunctionName"], "read tags of function", aws.lambda_.list_tags,
+                  Resource=configuration["FunctionArn"])
+    return dict(listed.get("Tags") or {})
+
+
 def _create_function(settings: Settings, aws: AwsClients, config: Mapping[str, Any],
                      data: bytes, architecture: Architecture, progress: Progress) -> None:
-    """Create the function, retrying while a new role is not yet visible to Lambda (IAM is
-    eventually consistent: a role made seconds ago can be refused)."""
+    """Create the function; a role made seconds ago can be refused until IAM propagates."""
     name = settings.function_name
-    started = time.monotonic()
-    while True:
-        try:
-            aws.lambda_.create_function(FunctionName=name, Code={"ZipFile": data},
-                                        PackageType="Zip", Architectures=[architecture],
-                                        Tags={OWNER_TAG: settings.prefix}, **config)
-            break
-        except ClientError as exc:
-            message = str(exc.response.get("Error", {}).get("Message", ""))
-            propagating = "cannot be assumed" in message
-            if not propagating or time.monotonic() - started > _ROLE_PROPAGATION_TIMEOUT_S:
-                raise _client_error(exc, name, "create function") from exc
-            progress(f"function {name}: waiting for the new role to reach Lambda")
-            time.sleep(5)
+    _aws_retrying_propagation(name, "create function", aws.lambda_.create_function,
+                              progress=progress, FunctionName=name, Code={"ZipFile": data},
+                              PackageType="Zip", Architectures=[architecture],
+                              Tags={OWNER_TAG: settings.prefix}, **config)
     _wait_function(aws, name, "function_active_v2")
 
 
@@ -352,6 +351,9 @@ def mapping_drift(current: Mapping[str, Any], desired: Mapping[str, Any]) -> lis
             have = current.get(key)
             if key == "FunctionResponseTypes":
                 have = list(have or [])
+            elif key == "DestinationConfig":
+                on_failure = ((have or {}).get("OnFailure") or {}).get("Destination")
+                have = {"OnFailure": {"Destination": on_failure}}
         if have != value:
             drift.append(key)
     return drift
@@ -361,11 +363,11 @@ def _mapping_step(settings: Settings, aws: AwsClients, *, apply: bool,
                   options: EventSourceOptions) -> StepResult:
     name = settings.function_name
     resource = f"{settings.stream_name} -> {name}"
-    desired = options.desired(enabled=not settings.is_local)
+    desired = options.desired(enabled=not settings.is_local, on_failure=aws.arns.queue)
     state = "enabled" if desired["Enabled"] else "disabled (the local poller runs it)"
     summary = (f"batch {options.batch_size}, window {options.batching_window_s} s, "
                f"{options.max_retry_attempts} retries, max age {options.max_record_age_s} s, "
-               f"{state}")
+               f"given-up batches to {settings.failure_queue_name}, {state}")
     mappings = _mappings(aws, settings)
     if not mappings:
         if not apply:
@@ -426,7 +428,8 @@ def _teardown_function(settings: Settings, aws: AwsClients, *, apply: bool) -> l
                  missing={"ResourceNotFoundException"}, FunctionName=name)
     if found is None:
         return [StepResult("function", "absent", name)]
-    skipped = _owned_or_skip("function", name, "function", found.get("Tags") or {}, settings)
+    skipped = _owned_or_skip("function", name, "function", _function_tags(aws, found),
+                             settings)
     if skipped:
         return [skipped]
     if apply:

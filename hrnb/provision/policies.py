@@ -99,10 +99,12 @@ def indexer_role_policy(
     log_group: str,
     domain: str,
     index_names: Sequence[str],
+    failure_queue: str,
 ) -> PolicyDocument:
     """The indexer's inline policy: read one stream, write one log group, write the heart-rate
-    and dead-letter indices of one domain. Arguments are ARNs (``log_group`` as from
-    :func:`log_group_arn`) and index names."""
+    and dead-letter indices of one domain, and send the coordinates of given-up batches to one
+    queue (Lambda sends the trigger's on-failure records with the function's role). Arguments
+    are ARNs (``log_group`` as from :func:`log_group_arn`) and index names."""
     return {
         "Version": POLICY_VERSION,
         "Statement": [
@@ -123,6 +125,12 @@ def indexer_role_policy(
                 "Effect": "Allow",
                 "Action": list(OPENSEARCH_WRITE_ACTIONS),
                 "Resource": index_resources(domain, index_names),
+            },
+            {
+                "Sid": "SendFailedBatchRecords",
+                "Effect": "Allow",
+                "Action": ["sqs:SendMessage"],
+                "Resource": failure_queue,
             },
         ],
     }
@@ -255,8 +263,94 @@ def least_privilege_problems(
         if not resources:
             problems.append(f"{where}: no Resource")
         for resource in resources:
-            if resource == "*":
+            if resource == "*" and not statement.get("Condition"):
                 problems.append(f"{where}: Resource '*' applies to every resource")
             elif allowed is not None and resource not in allowed:
                 problems.append(f"{where}: resource {resource!r} is not one hrnb owns")
     return problems
+
+
+# --- the operator: whoever runs set-up, teardown, stream, query and redrive -------------------
+#: What each statement of the operator's policy is for; its actions, in the order set-up uses
+#: them. One entry per resource, so removing one statement breaks exactly one part of the work.
+OPERATOR_STATEMENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("ManageHeartRateStream", (
+        "kinesis:DescribeStreamSummary", "kinesis:DescribeStream", "kinesis:CreateStream",
+        "kinesis:AddTagsToStream", "kinesis:ListTagsForStream", "kinesis:UpdateStreamMode",
+        "kinesis:UpdateShardCount", "kinesis:IncreaseStreamRetentionPeriod",
+        "kinesis:DecreaseStreamRetentionPeriod", "kinesis:DeleteStream")),
+    ("ReadAndWriteHeartRateStream", (
+        "kinesis:PutRecords", "kinesis:ListShards", "kinesis:GetShardIterator",
+        "kinesis:GetRecords")),
+    ("ManageIndexerRole", (
+        "iam:GetRole", "iam:CreateRole", "iam:TagRole", "iam:ListRoleTags",
+        "iam:UpdateAssumeRolePolicy", "iam:ListRolePolicies", "iam:GetRolePolicy",
+        "iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:ListAttachedRolePolicies",
+        "iam:DetachRolePolicy", "iam:DeleteRole")),
+    ("PassIndexerRoleToLambda", ("iam:PassRole",)),
+    ("FindLogGroups", ("logs:DescribeLogGroups",)),
+    ("ManageIndexerLogGroup", (
+        "logs:CreateLogGroup", "logs:TagResource", "logs:ListTagsForResource",
+        "logs:PutRetentionPolicy", "logs:DeleteLogGroup")),
+    ("ManageDomain", (
+        "es:DescribeDomain", "es:CreateDomain", "es:AddTags", "es:ListTags",
+        "es:UpdateDomainConfig", "es:DeleteDomain")),
+    ("ManageIndexerLayer", (
+        "lambda:ListLayerVersions", "lambda:GetLayerVersion", "lambda:PublishLayerVersion",
+        "lambda:DeleteLayerVersion")),
+    ("ManageIndexerFunction", (
+        "lambda:GetFunction", "lambda:ListTags", "lambda:CreateFunction", "lambda:TagResource",
+        "lambda:UpdateFunctionCode", "lambda:UpdateFunctionConfiguration",
+        "lambda:DeleteFunction", "lambda:InvokeFunction")),
+    ("ManageIndexerTrigger", (
+        "lambda:ListEventSourceMappings", "lambda:CreateEventSourceMapping",
+        "lambda:GetEventSourceMapping", "lambda:UpdateEventSourceMapping",
+        "lambda:DeleteEventSourceMapping")),
+    ("ManageFailedBatchQueue", (
+        "sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
+        "sqs:SetQueueAttributes", "sqs:TagQueue",
+        "sqs:ListQueueTags", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:DeleteQueue")),
+)
+
+
+def operator_policy(
+    *,
+    stream: str,
+    role: str,
+    log_group: str,
+    domain: str,
+    function: str,
+    layer: str,
+    queue: str,
+) -> PolicyDocument:
+    """The least-privilege identity policy of the operator, the single source that
+    docs/operations.md prints. Arguments are ARNs (``log_group`` as from
+    :func:`log_group_arn`; ``layer`` without a version). Querying needs no statement: the
+    domain's resource policy lets requests reach fine-grained access control, which decides.
+
+    The trigger actions are authorised against ``*`` on AWS (ListEventSourceMappings and
+    CreateEventSourceMapping have no resource), so that statement is narrowed by the
+    ``lambda:FunctionArn`` condition instead."""
+    log_group_base = log_group.removesuffix(":*")
+    account_logs = log_group_base.split(":log-group:", 1)[0] + ":log-group:*"
+    resources: dict[str, list[str]] = {
+        "ManageHeartRateStream": [stream],
+        "ReadAndWriteHeartRateStream": [stream],
+        "ManageIndexerRole": [role],
+        "PassIndexerRoleToLambda": [role],
+        "FindLogGroups": [account_logs],
+        "ManageIndexerLogGroup": [log_group_base, log_group],
+        "ManageDomain": [domain],
+        "ManageIndexerLayer": [layer, f"{layer}:*"],
+        "ManageIndexerFunction": [function],
+        "ManageIndexerTrigger": ["*"],
+        "ManageFailedBatchQueue": [queue],
+    }
+    statements: list[Statement] = []
+    for sid, actions in OPERATOR_STATEMENTS:
+        statement: Statement = {"Sid": sid, "Effect": "Allow", "Action": list(actions),
+                                "Resource": resources[sid]}
+        if sid == "ManageIndexerTrigger":
+            statement["Condition"] = {"StringEquals": {"lambda:FunctionArn": function}}
+        statements.append(statement)
+    return {"Version": POLICY_VERSION, "Statement": statements}

@@ -20,8 +20,6 @@ from hrnb.provision.base import (
     _tag_list,
 )
 
-_ROLE_PROPAGATION_TIMEOUT_S = 120.0
-
 
 # --- IAM role ----------------------------------------------------------------------------------
 def ensure_role(settings: Settings, clients: AwsClients | None = None) -> StepResult:
@@ -40,6 +38,7 @@ def role_policy(settings: Settings, arns: Arns) -> policies.PolicyDocument:
         log_group=arns.log_group,
         domain=arns.domain,
         index_names=(settings.index_name, settings.dlq_index_name),
+        failure_queue=arns.queue,
     )
 
 

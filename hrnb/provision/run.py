@@ -36,6 +36,7 @@ from hrnb.provision.function import (
 )
 from hrnb.provision.indices import _indices_step, _teardown_indices
 from hrnb.provision.logs import _find_log_group, _log_group_step, _teardown_log_group
+from hrnb.provision.queue import _queue_step, _teardown_queue, failure_queue_url
 from hrnb.provision.role import _role_step, _teardown_role
 from hrnb.provision.security import _admin_opensearch, _role_mapping_step
 from hrnb.provision.state import StateFile, master_user_path
@@ -121,7 +122,9 @@ def plan(
                   options=options, progress=_no_progress, operator_cidrs=operator_cidrs,
                   dashboards=dashboards)
     return Plan(target=settings.target, region=settings.region, steps=report.results,
-                cost=estimate_cost(settings, prices, batch_size=options.batch_size))
+                cost=estimate_cost(settings, prices, batch_size=options.batch_size,
+                                   architecture=artifacts.architecture if artifacts
+                                   else "x86_64"))
 
 
 def _run(settings: Settings, aws: AwsClients, *, apply: bool, artifacts: LambdaArtifacts | None,
@@ -145,6 +148,7 @@ def _run(settings: Settings, aws: AwsClients, *, apply: bool, artifacts: LambdaA
     record(_log_group_step(settings, aws, apply=apply))
     record(_domain_step(settings, aws, apply=apply, progress=progress,
                         operator_cidrs=operator_cidrs))
+    record(_queue_step(settings, aws, apply=apply))
     url = opensearch_url(settings, aws)
     record(_role_mapping_step(settings, aws, apply=apply, url=url))
     for result in _indices_step(settings, apply=apply, url=url):
@@ -202,7 +206,8 @@ def _teardown(settings: Settings, aws: AwsClients, *, apply: bool, progress: Pro
     check_region(settings, aws.session)
     results: list[StepResult] = []
     for step in (_teardown_mappings, _teardown_function, _teardown_layer, _teardown_log_group,
-                 _teardown_role, _teardown_indices, _teardown_domain, _teardown_stream):
+                 _teardown_queue, _teardown_role, _teardown_indices, _teardown_domain,
+                 _teardown_stream):
         for result in step(settings, aws, apply=apply):
             results.append(result)
             log.info("teardown %s %s: %s %s", result.step, result.resource, result.action,
@@ -255,6 +260,8 @@ def remaining_resources(settings: Settings, clients: AwsClients | None = None) -
         remaining.append(f"layer {settings.layer_name}")
     if _find_log_group(aws, settings.log_group_name) is not None:
         remaining.append(f"log group {settings.log_group_name}")
+    if failure_queue_url(aws, settings) is not None:
+        remaining.append(f"queue {settings.failure_queue_name}")
     if _aws(settings.role_name, "read role", aws.iam.get_role, missing={"NoSuchEntity"},
             RoleName=settings.role_name):
         remaining.append(f"role {settings.role_name}")

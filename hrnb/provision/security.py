@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hrnb.clients import opensearch_client
 from hrnb.config import Settings
 from hrnb.errors import ProvisionError
 from hrnb.provision import policies
@@ -21,10 +20,11 @@ if TYPE_CHECKING:
 def _admin_opensearch(settings: Settings, url: str) -> OpenSearch:
     """A data-plane client with the rights to create templates: plain HTTP to the local node,
     the internal master user (HTTPS, basic auth) on AWS."""
-    if settings.is_local:
-        return opensearch_client(settings.with_overrides(opensearch_url=url), timeout=30.0)
-    master = _require_master_user(settings)
     from opensearchpy import OpenSearch
+
+    if settings.is_local:
+        return OpenSearch(hosts=[url], timeout=30.0)
+    master = _require_master_user(settings)
 
     return OpenSearch(hosts=[url], http_auth=(master.username, master.password), use_ssl=True,
                       verify_certs=True, timeout=30.0)

@@ -92,10 +92,13 @@ def _repair_stream(settings: Settings, aws: AwsClients, summary: Mapping[str, An
         _aws(name, "change capacity mode of stream", aws.kinesis.update_stream_mode,
              StreamARN=summary["StreamARN"], StreamModeDetails={"StreamMode": wanted_mode})
         _wait_stream_active(aws, name)
-    if settings.stream_shards > 0 and summary.get("OpenShardCount") != settings.stream_shards:
-        _aws(name, "reshard stream", aws.kinesis.update_shard_count, StreamName=name,
-             TargetShardCount=settings.stream_shards, ScalingType="UNIFORM_SCALING")
-        _wait_stream_active(aws, name)
+    if settings.stream_shards > 0:
+        current = (_describe_stream(aws, name) or summary).get("OpenShardCount")
+        for count in reshard_steps(int(current or settings.stream_shards),
+                                   settings.stream_shards):
+            _aws(name, "reshard stream", aws.kinesis.update_shard_count, StreamName=name,
+                 TargetShardCount=count, ScalingType="UNIFORM_SCALING")
+            _wait_stream_active(aws, name)
     retention = summary.get("RetentionPeriodHours", STREAM_RETENTION_HOURS)
     if retention > STREAM_RETENTION_HOURS:
         _aws(name, "shorten retention of stream", aws.kinesis.decrease_stream_retention_period,
@@ -103,6 +106,16 @@ def _repair_stream(settings: Settings, aws: AwsClients, summary: Mapping[str, An
     elif retention < STREAM_RETENTION_HOURS:
         _aws(name, "lengthen retention of stream", aws.kinesis.increase_stream_retention_period,
              StreamName=name, RetentionPeriodHours=STREAM_RETENTION_HOURS)
+
+
+def reshard_steps(current: int, target: int) -> list[int]:
+    """The shard counts to pass through from ``current`` to ``target``: UpdateShardCount at
+    most doubles or halves per call (pure)."""
+    steps = []
+    while current != target:
+        current = min(target, current * 2) if target > current else max(target, -(-current // 2))
+        steps.append(current)
+    return steps
 
 
 def _wait_stream_active(aws: AwsClients, name: str) -> None:

@@ -24,9 +24,10 @@ from e2e_helpers import Pipeline, PollerProcess, say, wait_until
 from support.faultproxy import FaultProxy
 
 from hrnb import provision
-from hrnb.clients import aws_client, opensearch_client
+from hrnb.clients import aws_client
 from hrnb.config import Settings
 from hrnb.local import launcher
+from hrnb.search_client import opensearch_client
 from infra_scripts.build_lambda import build
 
 PipelineFactory = Callable[..., Pipeline]
@@ -59,12 +60,14 @@ def pipeline(
     ``opensearch_proxy``: a FaultProxy class put between the function (its OPENSEARCH_ENDPOINT)
     and the node. ``private_opensearch``: the indices live on a node of this test's own, on a
     free port, which the test may stop and start (the shared node serves other tests).
+    ``options``: the trigger's settings (default: set-up's).
     """
     with contextlib.ExitStack() as cleanup:
 
         def make(*, kinesis_proxy: bool = False,
                  opensearch_proxy: type[FaultProxy] | None = None,
-                 private_opensearch: bool = False, shards: int = 2) -> Pipeline:
+                 private_opensearch: bool = False, shards: int = 2,
+                 options: provision.EventSourceOptions | None = None) -> Pipeline:
             prefix = unique_name("e2e")
             home = tmp_path / prefix
             home.mkdir()
@@ -89,7 +92,7 @@ def pipeline(
                 state_dir=home / "state", stream_shards=shards, opensearch_url=function_url)
 
             cleanup.callback(_teardown, own, search_proxy)
-            report = provision.setup(own, lambda_artifacts)
+            report = provision.setup(own, lambda_artifacts, options=options)
             mapping_uuid = next(step.id for step in report.results if step.step == "trigger")
             assert mapping_uuid is not None
             function = aws_client(own, "lambda").get_function_configuration(

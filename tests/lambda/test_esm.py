@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from lambda_helpers import Indices, encoded, good_record
+from support import create_function
 from support.sigv4_gateway import BulkThrottlingProxy
 
 from hrnb.config import Settings
@@ -104,8 +105,8 @@ def deploy(
             "OPENSEARCH_ENDPOINT": endpoint or str(settings.resolved_opensearch_url),
             "INDEX_NAME": indices.name, "DLQ_INDEX_NAME": indices.dlq,
         }
-        function = lam.create_function(
-            FunctionName=name, Runtime="python3.12", Role=role_arn,
+        function = create_function(
+            lam, FunctionName=name, Runtime="python3.12", Role=role_arn,
             Handler="handler.lambda_handler", Code={"ZipFile": function_zip},
             Layers=[layer["LayerVersionArn"]], Timeout=30, MemorySize=256,
             Environment={"Variables": variables},

@@ -16,10 +16,10 @@ import pytest
 from notebook_workbench import Workbench, plotly_array, provisioned_workbench, source_notebook
 
 from hrnb import provision
-from hrnb.clients import opensearch_client
 from hrnb.config import Settings
 from hrnb.live.session import CHECK_ATHLETE_ID, SUMMARY_FILE
 from hrnb.notebooks import run_notebook
+from hrnb.search_client import opensearch_client
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 

@@ -208,3 +208,13 @@ def wait_for_line(stream: Any, predicate: Any, *, timeout_s: float) -> str:
             return line.strip()
     raise AssertionError(f"no matching line from the child within {timeout_s} s")
 
+
+
+def create_function(lam: Any, **request: Any) -> Any:
+    """CreateFunction as set-up makes it: retried while a new role has not propagated (the
+    emulator refuses a role seconds old, as AWS does)."""
+    from hrnb.provision.base import _aws_retrying_propagation
+
+    return _aws_retrying_propagation(request["FunctionName"], "create function",
+                                     lam.create_function, progress=lambda _message: None,
+                                     **request)
