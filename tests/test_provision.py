@@ -161,7 +161,7 @@ def test_default_trigger_matches_the_reference() -> None:
     assert desired["BisectBatchOnFunctionError"] is True
     assert 0 <= desired["MaximumRetryAttempts"] <= 100
     assert 60 <= desired["MaximumRecordAgeInSeconds"] <= 24 * 3600
-    assert provision.EventSourceOptions().starting_position == "LATEST"
+    assert provision.EventSourceOptions().starting_position == "TRIM_HORIZON"
 
 
 def test_template_comparison_sees_through_string_settings() -> None:
@@ -324,7 +324,7 @@ def test_setup_from_nothing_builds_the_reference(
     (mapping,) = lam.list_event_source_mappings(FunctionName=mine.function_name)[
         "EventSourceMappings"]
     assert mapping["State"] == "Disabled"  # the local poller runs it
-    assert mapping["BatchSize"] == 2 and mapping["StartingPosition"] == "LATEST"
+    assert mapping["BatchSize"] == 2 and mapping["StartingPosition"] == "TRIM_HORIZON"
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["BisectBatchOnFunctionError"] is True
 
