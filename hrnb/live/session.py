@@ -316,9 +316,8 @@ async def verify_pipeline(
 ) -> PipelineCheck:
     """Send a check record (athlete ``pipeline-check``) and wait until the index returns it.
 
-    A new trigger reading from LATEST only sees records put after it started polling, so a
-    further check record goes every ``resend_every_s`` until one arrives. ProvisionError when
-    none does within ``timeout_s``.
+    A further check record goes every ``resend_every_s`` until one arrives (one lost to a
+    fault need not fail the check). ProvisionError when none does within ``timeout_s``.
     """
     from opensearchpy.exceptions import NotFoundError
 
