@@ -745,7 +745,8 @@ def status_lines(status: EsmStatus) -> list[str]:
         lines.append(
             f"{mapping['function_name']} <- {mapping['event_source_arn'].rsplit('/', 1)[-1]} "
             f"(batch size {mapping['batch_size']}, {mapping['starting_position']}, "
-            f"worker pid {mapping['worker_pid'] or '-'}){problem}"
+            f"worker pid {mapping['worker_pid'] or '-'}, "
+            f"{'reading' if mapping.get('reading') else 'not reading yet'}){problem}"
         )
         for shard in mapping["shards"]:
             age = shard["iterator_age_ms"]
