@@ -233,7 +233,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     print(f"executed notebooks: {', '.join(str(p) for p in result.notebooks)}")
     print(f"chart exports: {', '.join(str(p) for p in result.exports)}")
     print("explore it: make lab   (JupyterLab on notebooks/ with the stack up)")
-    return 0
+    return 0 if not result.summary["missing"] else 1  # acknowledged samples not indexed
 
 
 # --- query -------------------------------------------------------------------------------------
