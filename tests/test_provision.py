@@ -328,11 +328,15 @@ def test_setup_from_nothing_builds_the_reference(
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["BisectBatchOnFunctionError"] is True
 
-    for index in (mine.index_name, mine.dlq_index_name):
-        assert opensearch.indices.get_settings(index=index)[index]["settings"]["index"][
-            "number_of_replicas"] == "0"
-    mapping_props = opensearch.indices.get_mapping(index=mine.index_name)[mine.index_name][
-        "mappings"]["properties"]
+    for alias in (mine.index_name, mine.dlq_index_name):  # write aliases over the indices
+        (index,) = opensearch.indices.get_settings(index=alias)
+        assert index == f"{alias}-000001"
+        (index_settings,) = opensearch.indices.get_settings(index=alias).values()
+        assert index_settings["settings"]["index"]["number_of_replicas"] == "0"
+        (index_mapping,) = opensearch.indices.get_mapping(index=alias).values()
+        assert index_mapping["mappings"]["_meta"] == {"owner": mine.prefix}
+    (index_mapping,) = opensearch.indices.get_mapping(index=mine.index_name).values()
+    mapping_props = index_mapping["mappings"]["properties"]
     assert mapping_props["timestamp"]["type"] == "date"
     assert mapping_props["heart_rate"]["type"] == "integer"
     assert mapping_props["alert"]["type"] == "boolean"
