@@ -57,8 +57,9 @@ soak: install system-deps lambda
 	@mkdir -p out
 	@$(HRNB) local up --started-file $(STARTED) || { $(MAKE) --no-print-directory stack-down; exit 1; }
 	@rc=0; HRNB_INVARIANT_HISTORIES=$(SOAK_HISTORIES) HRNB_INVARIANT_BUDGET_S=$(SOAK_BUDGET_S) \
+	  HRNB_INVARIANT_TIMEOUT_S=0 \
 	  HRNB_INVARIANT_OPENSEARCH_RESTARTS=$${SOAK_OPENSEARCH_RESTARTS:-5} \
-	  HRNB_INVARIANT_REPORT=out/soak.json $(PY) -m pytest -q -p no:cacheprovider --timeout 0 \
+	  HRNB_INVARIANT_REPORT=out/soak.json $(PY) -m pytest -q -p no:cacheprovider \
 	  tests/e2e/test_operator_invariant.py || rc=$$?; \
 	$(MAKE) --no-print-directory stack-down; cat out/soak.json; exit $$rc
 

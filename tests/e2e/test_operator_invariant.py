@@ -244,6 +244,7 @@ def world(settings: Settings, lambda_artifacts: provision.LambdaArtifacts, tmp_p
         services.down()
 
 
+@pytest.mark.timeout(int(os.environ.get("HRNB_INVARIANT_TIMEOUT_S", "900")))
 def test_operator_histories_keep_the_invariant(world: World) -> None:
     """Runs of at most 25 histories, each from its own seed, until HISTORIES histories ran (or
     HRNB_INVARIANT_BUDGET_S seconds passed: the soak reports what it ran)."""
