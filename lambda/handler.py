@@ -282,6 +282,10 @@ class Indexer:
             (delivery.action() for delivery in deliveries),
             # POST /<index>/_bulk, not /_bulk: the role may only write to heart_rate* paths.
             index=self.config.index_name,
+            # Only into set-up's aliases, which name the indices it made with the mapping: with
+            # them gone (torn down, say) a write fails and is retried, never auto-creates an
+            # index with a dynamic mapping.
+            require_alias=True,
             chunk_size=_MAX_BULK_ACTIONS,
             max_chunk_bytes=_MAX_BULK_BYTES,
             raise_on_error=False,
@@ -297,7 +301,7 @@ class Indexer:
             status = item.get("status")
             if ok:
                 yield delivery, "ok", str(item.get("result", ""))
-            elif _is_retryable(status):
+            elif _is_retryable(status) or _no_alias(item):
                 yield delivery, "retry", str(status)
             else:
                 yield delivery, "rejected", _describe_error(item)
@@ -333,6 +337,12 @@ class Indexer:
     def _count_failure(delivery: Delivery, status: str, outcome: Outcome) -> None:
         outcome.failed.append(delivery.sequence_number)
         outcome.failure_statuses[status] += 1
+
+
+def _no_alias(item: Mapping[str, Any]) -> bool:
+    """The index alias set-up made is gone: retried (never dead-lettered) until it is back."""
+    error = item.get("error")
+    return isinstance(error, Mapping) and error.get("type") == "index_not_found_exception"
 
 
 def _describe_error(item: Mapping[str, Any]) -> str:
