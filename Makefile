@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 STARTED := $(VENV)/.stack-started-by-make
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps lambda test demo lab bench lint stack-up stack-down clean
+.PHONY: help install system-deps lambda test soak demo lab bench lint stack-up stack-down clean
 
 help:
 	@echo "make demo   - local stack up, set-up, a live session with a simulated athlete, queries"
@@ -20,6 +20,7 @@ help:
 	@echo "make lint   - architecture contracts (import-linter), types (mypy) and ruff"
 	@echo "make lab    - JupyterLab on notebooks/ with the local stack up"
 	@echo "make bench  - benchmarks (docs/benchmarks.md)"
+	@echo "make soak   - the operator invariant over many random histories (docs/benchmarks.md)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "hrnb needs Python 3.11+")'
@@ -51,6 +52,19 @@ test: lint system-deps lambda
 	@HRNB_STRICT_IAM_PROPAGATION_S=$${HRNB_STRICT_IAM_PROPAGATION_S:-2} $(HRNB) local up --started-file $(STARTED) || { $(MAKE) --no-print-directory stack-down; exit 1; }
 	@rc=0; $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
 	$(MAKE) --no-print-directory stack-down; exit $$rc
+
+# The stateful operator test of `make test`, longer: SOAK_HISTORIES histories (report in out/).
+SOAK_HISTORIES ?= 200
+SOAK_BUDGET_S ?=
+soak: install system-deps lambda
+	@mkdir -p out
+	@$(HRNB) local up --started-file $(STARTED) || { $(MAKE) --no-print-directory stack-down; exit 1; }
+	@rc=0; HRNB_INVARIANT_HISTORIES=$(SOAK_HISTORIES) HRNB_INVARIANT_BUDGET_S=$(SOAK_BUDGET_S) \
+	  HRNB_INVARIANT_TIMEOUT_S=0 \
+	  HRNB_INVARIANT_OPENSEARCH_RESTARTS=$${SOAK_OPENSEARCH_RESTARTS:-5} \
+	  HRNB_INVARIANT_REPORT=out/soak.json $(PY) -m pytest -q -p no:cacheprovider \
+	  tests/e2e/test_operator_invariant.py || rc=$$?; \
+	$(MAKE) --no-print-directory stack-down; cat out/soak.json; exit $$rc
 
 demo: install system-deps lambda
 	$(HRNB) demo

@@ -56,6 +56,7 @@ from hrnb.clients import aws_client  # noqa: E402
 from hrnb.config import Settings  # noqa: E402
 from hrnb.local.code_store import store_local_code, unpacked_code  # noqa: E402
 from hrnb.local.worker import FunctionSpec, LambdaWorker, find_runtime_python  # noqa: E402
+from hrnb.provision.indices import concrete_index  # noqa: E402
 from hrnb.search_client import opensearch_client  # noqa: E402
 from hrnb.wire.index_schema import dead_letter_template, index_template  # noqa: E402
 from hrnb.wire.kinesis import KinesisEvent, kinesis_event  # noqa: E402
@@ -181,6 +182,15 @@ def deploy(source_root: Path, work: Path, settings: Settings) -> Deployment:
         store_local_code(local.state_dir, artifact.path.read_bytes())
     return Deployment(unpacked_code(local.state_dir, built.function.code_sha256),
                       unpacked_code(local.state_dir, built.layer("x86_64").code_sha256))
+
+
+def write_aliases(opensearch: Any, index: str) -> None:
+    """``index`` and ``<index>-dlq`` as set-up makes them: templates, an index behind each
+    write alias (the handler writes with ``require_alias``)."""
+    for alias, template in ((index, index_template), (f"{index}-dlq", dead_letter_template)):
+        opensearch.indices.put_index_template(name=alias, body=template(concrete_index(alias)))
+        opensearch.indices.create(index=concrete_index(alias),
+                                  body={"aliases": {alias: {"is_write_index": True}}})
 
 
 def function_environment(settings: Settings, index: str) -> dict[str, str]:
@@ -315,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         created: list[str] = [cold_index]
         plain = PlainBulk(str(settings.resolved_opensearch_url))
         try:
-            opensearch.indices.put_index_template(name=cold_index, body=index_template(cold_index))
+            write_aliases(opensearch, cold_index)
             cold_event = kinesis_event(records[:100], shard_id=shard_id, stream_arn=stream_arn,
                                        region=settings.region, role_arn=ROLE_ARN)
             progress("cold starts and import times, the handlers interleaved ...")
@@ -334,9 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 indices = {name: f"hrnb-bench-{name}-{size}-{uuid.uuid4().hex[:6]}"
                            for name in approaches}
                 for index in indices.values():
-                    opensearch.indices.put_index_template(name=index, body=index_template(index))
-                    opensearch.indices.put_index_template(
-                        name=f"{index}-dlq", body=dead_letter_template(f"{index}-dlq"))
+                    write_aliases(opensearch, index)
                     created.append(index)
                 now = datetime.now(UTC)
                 bodies = [plain_body(indices["plain"], event["Records"], now) for event in events]

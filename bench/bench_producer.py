@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from hrnb.config import Settings
-from hrnb.stream.producer import KinesisProducer, ensure_local_stream, kinesis_client
+from hrnb.stream.producer import KinesisProducer, kinesis_client
 from hrnb.wire.records import Record, encode_record, make_record
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,7 +109,9 @@ async def run_producer(client: Any, stream: str, records: Sequence[Record], spoo
 def fresh_stream(settings: Settings, client: Any, expected: int) -> Iterator[str]:
     """A new stream for one measurement; afterwards it must hold ``expected`` records."""
     stream = f"hrnb-bench-{uuid.uuid4().hex[:8]}"
-    ensure_local_stream(settings, client=client, stream_name=stream)
+    client.create_stream(StreamName=stream, StreamModeDetails={"StreamMode": "ON_DEMAND"})
+    client.get_waiter("stream_exists").wait(StreamName=stream,
+                                            WaiterConfig={"Delay": 1, "MaxAttempts": 60})
     try:
         yield stream
         found = count_on_stream(client, stream)

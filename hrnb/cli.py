@@ -138,7 +138,7 @@ def _stream(args: argparse.Namespace, settings: Settings) -> int:
     options = streaming.parse_stream_options(
         args.source, duration_s=args.duration, athletes=args.athletes, athlete_id=args.athlete,
         rate_hz=args.rate, speed=args.speed, seed=args.seed, flush_timeout_s=args.flush_timeout,
-        spool_path=args.spool,
+        spool_path=args.spool, verify=not args.no_verify, verify_timeout_s=args.verify_timeout,
     )
 
     def show(progress: streaming.StreamProgress) -> None:
@@ -253,7 +253,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     print(f"executed notebooks: {', '.join(str(p) for p in result.notebooks)}")
     print(f"chart exports: {', '.join(str(p) for p in result.exports)}")
     print("explore it: make lab   (JupyterLab on notebooks/ with the stack up)")
-    return 0
+    return 0 if not result.summary["missing"] else 1  # acknowledged samples not indexed
 
 
 # --- query -------------------------------------------------------------------------------------
@@ -334,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--flush-timeout", type=float, default=30.0,
                         help="seconds to wait for Kinesis at the end (default 30)")
     stream.add_argument("--spool", help="spool file (default: in the state directory)")
+    stream.add_argument("--no-verify", action="store_true",
+                        help="do not wait for the index to hold what Kinesis acknowledged")
+    stream.add_argument("--verify-timeout", type=float, default=60.0,
+                        help="seconds to wait for the index at the end (default 60)")
     stream.set_defaults(handler=_stream)
 
     setup = commands.add_parser("setup", help="provision stream, role, domain, index, Lambda")

@@ -24,8 +24,10 @@ Target = Literal["local", "aws"]
 LOCAL_ACCESS_KEY_ID = "hrnb-local"
 LOCAL_SECRET_ACCESS_KEY = "hrnb-local-secret"
 
-_PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{1,15}$")
-_REGION_RE = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+# fullmatch everywhere: "$" would accept a trailing newline.
+_PREFIX_RE = re.compile(r"[a-z][a-z0-9-]{1,15}")
+_REGION_RE = re.compile(r"[a-z]{2}(-gov)?-[a-z]+-\d")
+_INDEX_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -52,8 +54,10 @@ class Settings:
     target: Target = "local"
     region: str = "ap-south-1"
     prefix: str = "hrnb"
-    index_name: str = "heart_rate"
-    dlq_index_name: str = "heart_rate-dlq"
+    # Empty: derived from the prefix (``<prefix>-heart-rate``, ``<prefix>-heart-rate-dlq``), so
+    # two prefixes never share an index; an explicit name (HRNB_INDEX_NAME) is kept as given.
+    index_name: str = ""
+    dlq_index_name: str = ""
     hr_alert_threshold_bpm: int = 150
     stream_shards: int = 0  # 0 = on-demand capacity
     # Local stack.
@@ -72,20 +76,23 @@ class Settings:
             raise ConfigError(
                 f"target must be 'local' or 'aws', got {self.target!r}", setting="target"
             )
-        if not _REGION_RE.match(self.region):
+        if not _REGION_RE.fullmatch(self.region):
             raise ConfigError(
                 f"region {self.region!r} is not an AWS region name (e.g. ap-south-1)",
                 setting="region",
             )
-        if not _PREFIX_RE.match(self.prefix):
+        if not _PREFIX_RE.fullmatch(self.prefix):
             raise ConfigError(
                 f"prefix {self.prefix!r} must be 2-16 characters: a lowercase letter, then "
                 "lowercase letters, digits or '-' (it names the domain, which AWS limits to 28)",
                 setting="prefix",
             )
-        for name in ("index_name", "dlq_index_name"):
+        for name, derived in (("index_name", self.default_index_name),
+                              ("dlq_index_name", self.default_dlq_index_name)):
+            if not getattr(self, name):
+                object.__setattr__(self, name, derived)
             value = getattr(self, name)
-            if not re.match(r"^[a-z0-9][a-z0-9_.-]*$", value) or value in (".", ".."):
+            if not _INDEX_RE.fullmatch(value) or value in (".", ".."):
                 raise ConfigError(
                     f"{name} {value!r} is not a valid OpenSearch index name "
                     "(lowercase letters, digits, '_', '-', '.')",
@@ -132,6 +139,14 @@ class Settings:
                     )
 
     # --- derived names -------------------------------------------------------------------
+    @property
+    def default_index_name(self) -> str:
+        return f"{self.prefix}-heart-rate"
+
+    @property
+    def default_dlq_index_name(self) -> str:
+        return f"{self.prefix}-heart-rate-dlq"
+
     @property
     def stream_name(self) -> str:
         return f"{self.prefix}-hr-stream"
@@ -184,7 +199,13 @@ class Settings:
         return self.state_dir / "spool.sqlite3"
 
     def with_overrides(self, **changes: Any) -> Settings:
-        """A copy with some fields changed, validated again."""
+        """A copy with some fields changed, validated again; index names derived from the old
+        prefix follow a new one."""
+        if "prefix" in changes:
+            for name, derived in (("index_name", self.default_index_name),
+                                  ("dlq_index_name", self.default_dlq_index_name)):
+                if name not in changes and getattr(self, name) == derived:
+                    changes[name] = ""
         return replace(self, **changes)
 
     # --- environment -----------------------------------------------------------------------

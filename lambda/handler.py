@@ -262,11 +262,14 @@ class Indexer:
     def __init__(self, config: IndexerConfig, session: Session) -> None:
         self.config = config
         self.session = session
-        # POST /<index>/_bulk, not /_bulk: the role may only write to heart_rate* paths. The
-        # answer keeps only what is read per item: a fifth of the bytes to parse. The query is
-        # sent percent-encoded, as SigV4 canonicalises it, so every verifier agrees.
-        self.bulk_url = (f"{config.endpoint}/{config.index_name}/_bulk?"
-                         f"{urlencode({'filter_path': _ANSWER_FIELDS})}")
+        # POST /<index>/_bulk, not /_bulk: the role may only write to heart_rate* paths. Only
+        # into set-up's aliases, which name the indices it made with the mapping: with them gone
+        # (torn down, say) a write fails and is retried, never auto-creates an index with a
+        # dynamic mapping. The answer keeps only what is read per item: a fifth of the bytes to
+        # parse. The query is sent percent-encoded, as SigV4 canonicalises it, so every verifier
+        # agrees.
+        query = urlencode({"require_alias": "true", "filter_path": _ANSWER_FIELDS})
+        self.bulk_url = f"{config.endpoint}/{config.index_name}/_bulk?{query}"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Indexer:
@@ -337,7 +340,7 @@ class Indexer:
                     elif status == 429 and not last:
                         throttled.append(delivery)
                         throttled_lines.append(entry)
-                    elif _is_retryable(status):
+                    elif _is_retryable(status) or _no_alias(item):
                         yield delivery, "retry", str(status)
                     else:
                         yield delivery, "rejected", _describe_error(item)
@@ -394,6 +397,12 @@ class Indexer:
     def _count_failure(delivery: Delivery, status: str, outcome: Outcome) -> None:
         outcome.failed.append(delivery.sequence_number)
         outcome.failure_statuses[status] += 1
+
+
+def _no_alias(item: Mapping[str, Any]) -> bool:
+    """The index alias set-up made is gone: retried (never dead-lettered) until it is back."""
+    error = item.get("error")
+    return isinstance(error, Mapping) and error.get("type") == "index_not_found_exception"
 
 
 def _describe_error(item: Mapping[str, Any]) -> str:

@@ -35,6 +35,12 @@ def test_version_and_help() -> None:
         (("stream", "--speed", "fast"), {}, "--speed: expected a number or 'max'"),
         (("stream", "--source", "replay:/no/such.fit"), {}, "no such file /no/such.fit"),
         (("stream", "--source", "carrier-pigeon"), {}, "--source"),
+        # Issue #12 item 6: a trailing newline passed every "^...$" check.
+        (("stream", "--athlete", "nl1\n"), {}, "--athlete-id 'nl1\\n'"),
+        (("--prefix", "hrnb\n", "local", "status"), {}, "prefix 'hrnb\\n'"),
+        (("--region", "eu-west-1\n", "local", "status"), {}, "region 'eu-west-1\\n'"),
+        (("local", "status"), {"HRNB_INDEX_NAME": "hr\n"}, "index_name 'hr\\n'"),
+        (("query", "last-per-interval", "--interval", "5s\n"), {}, "5s\\n"),
     ],
 )
 def test_bad_input_is_named(args: tuple[str, ...], env: dict[str, str], needle: str) -> None:

@@ -15,11 +15,33 @@ def test_defaults_derive_every_name_from_the_prefix() -> None:
     settings = Settings.from_env({}, prefix="team7")
     assert settings.target == "local"
     assert settings.region == "ap-south-1"
-    assert settings.index_name == "heart_rate"
     names = [settings.stream_name, settings.role_name, settings.function_name,
-             settings.domain_name, settings.layer_name]
+             settings.domain_name, settings.layer_name, settings.index_name,
+             settings.dlq_index_name]
     assert all(name.startswith("team7-") for name in names)
     assert len(set(names)) == len(names)
+
+
+def test_index_names_follow_the_prefix_unless_given() -> None:
+    """Issue #12 item 1: two prefixes never share an index unless told to."""
+    hrnb = Settings.from_env({})
+    other = hrnb.with_overrides(prefix="other")
+    assert (hrnb.index_name, hrnb.dlq_index_name) == ("hrnb-heart-rate", "hrnb-heart-rate-dlq")
+    assert (other.index_name, other.dlq_index_name) == ("other-heart-rate",
+                                                        "other-heart-rate-dlq")
+    named = Settings.from_env({"HRNB_INDEX_NAME": "heart_rate"}).with_overrides(prefix="other")
+    assert named.index_name == "heart_rate" and named.dlq_index_name == "other-heart-rate-dlq"
+
+
+@pytest.mark.parametrize("variable", ["HRNB_PREFIX", "HRNB_REGION", "HRNB_INDEX_NAME",
+                                      "HRNB_DLQ_INDEX_NAME"])
+def test_a_trailing_newline_is_refused(variable: str) -> None:
+    """Issue #12 item 6: ``$`` matched before a trailing newline."""
+    good = {"HRNB_PREFIX": "nl", "HRNB_REGION": "eu-west-1", "HRNB_INDEX_NAME": "hr",
+            "HRNB_DLQ_INDEX_NAME": "hr-dlq"}[variable]
+    Settings.from_env({variable: good})
+    with pytest.raises(ConfigError):
+        Settings.from_env({variable: good + "\n"})
 
 
 def test_environment_overrides_are_typed() -> None:

@@ -127,3 +127,27 @@ def test_missing_java_names_it_and_the_install_command(private_env: dict[str, st
     assert "apt-get install openjdk-17" in result.stderr
     # The emulator it had started is stopped again: nothing half-started is left.
     assert not launcher.status(Settings.from_env(env)).service("aws").healthy
+
+
+@pytest.mark.parametrize("pid_file", ["bare pid", "another start time"])
+def test_a_stale_pid_file_names_nobody_hrnb_signals(tmp_path: Path, pid_file: str) -> None:
+    """Issue #12 item 5: a pid file that outlived its process (a reboot) named someone else's
+    process; ``local status`` called it healthy and ``local down`` signalled its group."""
+    someone = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        own = Settings(state_dir=tmp_path, aws_port=_free_port(), opensearch_port=_free_port())
+        path = tmp_path / "pids" / "poller.pid"
+        path.parent.mkdir()
+        if pid_file == "bare pid":  # written before pid files carried an identity
+            path.write_text(f"{someone.pid}\n")
+        else:
+            started = psutil.Process(someone.pid).create_time() - 3600
+            path.write_text(json.dumps({"pid": someone.pid, "create_time": started,
+                                        "command": ["python", "-m", "hrnb.local.poller"]}))
+        poller = launcher.status(own).service(launcher.POLLER)
+        assert not poller.healthy and poller.pid is None
+        assert launcher.down(own, only=(launcher.POLLER,)).stopped == ()
+        assert someone.poll() is None, "hrnb signalled a process it did not start"
+    finally:
+        someone.kill()
+        someone.wait()

@@ -47,7 +47,7 @@ from hrnb.stream.producer import (
     KinesisProducer,
     LatencyPercentiles,
     backoff_delay,
-    ensure_local_stream,
+    check_stream_ready,
     is_retryable,
     kinesis_client,
     percentiles,
@@ -434,27 +434,32 @@ async def test_a_missing_stream_stops_the_producer_and_keeps_the_records(
 
 
 @pytest.mark.stack
-def test_ensure_local_stream_creates_the_stream_once(
-    settings: Settings, kinesis: Any, unique_name: Callable[[str], str]
+def test_streaming_never_creates_the_stream(
+    settings: Settings, kinesis: Any, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
-    name = unique_name("hrnb-test-ensure")
-    try:
-        first = ensure_local_stream(settings, client=kinesis, stream_name=name)
-        again = ensure_local_stream(settings, client=kinesis, stream_name=name)
-        assert (first.created, again.created) == (True, False)
-        assert again.status == "ACTIVE" and again.open_shards >= 1
-    finally:
-        kinesis.delete_stream(StreamName=name)
+    """Issue #12 item 3: only set-up creates streams; a missing one stops the command."""
+    own = settings.with_overrides(prefix=unique_name("fresh"), state_dir=tmp_path)
+    with pytest.raises(ProvisionError, match="does not exist .*run 'hrnb setup' first") as caught:
+        check_stream_ready(own, client=kinesis)
+    assert caught.value.resource == own.stream_name
+    assert own.stream_name not in kinesis.list_streams()["StreamNames"]
 
 
 @pytest.mark.stack
-def test_on_aws_a_missing_stream_says_to_run_the_setup(
-    settings: Settings, kinesis: Any, unique_name: Callable[[str], str]
+def test_a_foreign_or_unread_stream_stops_the_command(
+    settings: Settings, kinesis: Any, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
-    on_aws = Settings(target="aws", region=settings.region)
-    name = unique_name("hrnb-test-absent")
-    with pytest.raises(ProvisionError, match="run 'hrnb setup' first") as caught:
-        ensure_local_stream(on_aws, client=kinesis, stream_name=name)
-    assert caught.value.resource == name
-    assert name not in kinesis.list_streams()["StreamNames"]
+    """Issue #12 item 3: an untagged stream (made by someone else), or one of this prefix that
+    no trigger reads, takes no sample."""
+    own = settings.with_overrides(prefix=unique_name("foreign"), state_dir=tmp_path)
+    kinesis.create_stream(StreamName=own.stream_name, ShardCount=1)
+    try:
+        kinesis.get_waiter("stream_exists").wait(StreamName=own.stream_name)
+        with pytest.raises(ProvisionError, match="not made by hrnb set-up.*'hrnb setup'"):
+            check_stream_ready(own, client=kinesis)
+        kinesis.add_tags_to_stream(StreamName=own.stream_name, Tags={"hrnb:prefix": own.prefix})
+        with pytest.raises(ProvisionError, match="nothing reads .*'hrnb setup'"):
+            check_stream_ready(own, client=kinesis)
+    finally:
+        kinesis.delete_stream(StreamName=own.stream_name)
 

@@ -87,7 +87,7 @@ def test_role_policy_for_settings_names_only_this_prefixes_resources() -> None:
     allowed = {
         f"arn:aws:kinesis:ap-south-1:{ACCOUNT}:stream/alpha-hr-stream",
         f"arn:aws:logs:ap-south-1:{ACCOUNT}:log-group:/aws/lambda/alpha-indexer:*",
-        f"arn:aws:es:ap-south-1:{ACCOUNT}:domain/alpha-hr/heart_rate*",
+        f"arn:aws:es:ap-south-1:{ACCOUNT}:domain/alpha-hr/alpha-heart-rate*",
         f"arn:aws:sqs:ap-south-1:{ACCOUNT}:alpha-indexer-failed",
     }
     document = provision.role_policy(settings, arns)
@@ -158,7 +158,7 @@ def test_default_trigger_matches_the_reference() -> None:
     assert desired["BisectBatchOnFunctionError"] is True
     assert 0 <= desired["MaximumRetryAttempts"] <= 100
     assert 60 <= desired["MaximumRecordAgeInSeconds"] <= 24 * 3600
-    assert provision.EventSourceOptions().starting_position == "LATEST"
+    assert provision.EventSourceOptions().starting_position == "TRIM_HORIZON"
 
 
 def test_template_comparison_sees_through_string_settings() -> None:
@@ -322,17 +322,21 @@ def test_setup_from_nothing_builds_the_reference(
     (mapping,) = lam.list_event_source_mappings(FunctionName=mine.function_name)[
         "EventSourceMappings"]
     assert mapping["State"] == "Disabled"  # the local poller runs it
-    assert mapping["BatchSize"] == 2 and mapping["StartingPosition"] == "LATEST"
+    assert mapping["BatchSize"] == 2 and mapping["StartingPosition"] == "TRIM_HORIZON"
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["BisectBatchOnFunctionError"] is True
     assert mapping["DestinationConfig"]["OnFailure"]["Destination"] == (
         f"arn:aws:sqs:{mine.region}:{ACCOUNT}:{mine.failure_queue_name}")
 
-    for index in (mine.index_name, mine.dlq_index_name):
-        assert opensearch.indices.get_settings(index=index)[index]["settings"]["index"][
-            "number_of_replicas"] == "0"
-    mapping_props = opensearch.indices.get_mapping(index=mine.index_name)[mine.index_name][
-        "mappings"]["properties"]
+    for alias in (mine.index_name, mine.dlq_index_name):  # write aliases over the indices
+        (index,) = opensearch.indices.get_settings(index=alias)
+        assert index == f"{alias}-000001"
+        (index_settings,) = opensearch.indices.get_settings(index=alias).values()
+        assert index_settings["settings"]["index"]["number_of_replicas"] == "0"
+        (index_mapping,) = opensearch.indices.get_mapping(index=alias).values()
+        assert index_mapping["mappings"]["_meta"] == {"owner": mine.prefix}
+    (index_mapping,) = opensearch.indices.get_mapping(index=mine.index_name).values()
+    mapping_props = index_mapping["mappings"]["properties"]
     assert mapping_props["timestamp"]["type"] == "date"
     assert mapping_props["heart_rate"]["type"] == "integer"
     assert mapping_props["alert"]["type"] == "boolean"
@@ -399,8 +403,8 @@ def test_drift_is_repaired(mine: Settings, artifacts: provision.LambdaArtifacts,
     assert lam.get_function(FunctionName=mine.function_name)["Configuration"]["MemorySize"] == 256
     assert iam.list_role_policies(RoleName=mine.role_name)["PolicyNames"] == [
         provision.inline_policy_name(mine)]
-    assert opensearch.indices.get_settings(index=mine.index_name)[mine.index_name]["settings"][
-        "index"]["number_of_replicas"] == "0"
+    (index_settings,) = opensearch.indices.get_settings(index=mine.index_name).values()
+    assert index_settings["settings"]["index"]["number_of_replicas"] == "0"
     assert not provision.setup(mine, artifacts).changed
 
 
@@ -490,7 +494,8 @@ def test_name_clash_is_an_error_naming_the_resource(
     report = provision.teardown(mine, wait=False)
     stream_step = next(r for r in report.results if r.step == "stream")
     assert stream_step.action == "skipped"  # never deletes what it did not create
-    assert any(mine.stream_name in item for item in report.remaining)
+    # ... nor counts it as left over: it is not this prefix's (issue #12 item 1)
+    assert not any(mine.stream_name in item for item in report.remaining)
     assert kinesis.describe_stream_summary(StreamName=mine.stream_name)
 
 

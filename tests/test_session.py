@@ -23,7 +23,6 @@ from hrnb.live.session import (
     write_report,
 )
 from hrnb.sources import from_spec
-from hrnb.stream.producer import ensure_local_stream
 
 
 def report(alerts: tuple[dict[str, object], ...] = ()) -> SessionReport:
@@ -48,7 +47,7 @@ def test_summary_file_round_trip_and_presenter(tmp_path: Path) -> None:
     assert data["files"] == [str(html.resolve())]
     text = format_report(data)
     assert "streamed 60 samples in 60 s from 1 athlete(s)" in text
-    assert "indexed 57, missing 3 (the index had not caught up" in text
+    assert "57 of 60 indexed, 3 missing (ana/s1: 40–42) (the index had not caught up" in text
     assert "p50 210 ms, p95 340 ms, p99 -" in text
     assert "1 episode(s)" in text and "ana: 12 s, peak 171 bpm" in text
     assert f"file: {html.resolve()}" in text
@@ -69,7 +68,9 @@ def test_verify_pipeline_names_the_function_when_no_record_comes_back(
 ) -> None:
     prefix = unique_name("vp")
     own = settings.with_overrides(prefix=prefix, index_name=f"{prefix}-hr", state_dir=tmp_path)
-    ensure_local_stream(own)  # a stream with no trigger and no function behind it
+    kinesis = make_aws_client("kinesis")  # a stream with no trigger and no function behind it
+    kinesis.create_stream(StreamName=own.stream_name, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName=own.stream_name)
     try:
         with pytest.raises(ProvisionError) as caught:
             asyncio.run(verify_pipeline(own, timeout_s=6, resend_every_s=1))

@@ -292,8 +292,17 @@ def _spawn(paths: _Paths, service: str, command: list[str], env: dict[str, str])
             env=env,
             start_new_session=True,  # its own process group: down stops the whole tree
         )
-    paths.pid_file(service).write_text(f"{process.pid}\n")
+    _write_pid(paths.pid_file(service), process.pid, command)
     return process.pid
+
+
+def _write_pid(path: Path, pid: int, command: list[str]) -> None:
+    """The pid with the process's identity (start time, command line): a pid file that
+    outlives its process (a reboot, a crash) must not make hrnb signal whoever reuses the pid."""
+    import psutil
+
+    identity = {"pid": pid, "create_time": psutil.Process(pid).create_time(), "command": command}
+    path.write_text(json.dumps(identity) + "\n")
 
 
 def _start_aws(settings: Settings, paths: _Paths) -> None:
@@ -462,19 +471,30 @@ def _reap(pid: int) -> None:
 
 # --- status ----------------------------------------------------------------------------------
 def _read_pid(paths: _Paths, service: str) -> int | None:
-    """The pid hrnb recorded for ``service`` if that process still runs (zombies count as gone)."""
+    """The pid hrnb recorded for ``service`` if that very process still runs: same start time
+    as recorded (a reused pid, or a pid file without an identity, is someone else's; zombies
+    count as gone). Checked before any signal and by ``status``."""
+    import psutil
+
+    path = paths.pid_file(service)
     try:
-        pid = int(paths.pid_file(service).read_text().strip())
-    except (FileNotFoundError, ValueError):
+        identity = json.loads(path.read_text())
+        pid, started = int(identity["pid"]), float(identity["create_time"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError, KeyError):
+        log.warning("%s has no process identity (an older or foreign pid file); ignored", path)
         return None
     _reap(pid)
     try:
-        import psutil
-
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:
             return None
-    except Exception:
+        if abs(process.create_time() - started) > 0.05:
+            log.warning("%s names pid %d, now another process (started %s, not %s); ignored",
+                           path, pid, process.create_time(), started)
+            return None
+    except psutil.Error:
         return None
     return pid
 
@@ -542,10 +562,11 @@ def _poller_status(settings: Settings, paths: _Paths) -> ServiceStatus:
     detail = ""
     if _poller_available():
         from hrnb.local import poller
+        from hrnb.provision.state import read_esm_status
 
-        report = poller.read_status(paths.state)
+        report = read_esm_status(paths.state)
         if report is not None:
-            detail = "\n".join(poller.status_lines(report))
+            detail = "\n".join(poller.status_lines(report))  # type: ignore[arg-type]
     return ServiceStatus(
         name=POLLER, url=None, healthy=pid is not None, pid=pid, managed=pid is not None,
         log_path=str(paths.log_file(POLLER)), rss_mb=_rss_mb(pid), detail=detail,

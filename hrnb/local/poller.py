@@ -24,7 +24,11 @@ MaximumRecordAgeInSeconds, BisectBatchOnFunctionError):
 - iterator age and counters go to ``esm/status.json`` in the state directory.
 
 Every Kinesis mapping of the selected functions is polled, whatever the State the emulator
-shows; one worker per mapping runs one batch at a time (shards take turns). Run it with
+shows; one worker per mapping runs one batch at a time (shards take turns). Without
+``--function`` the functions are those of every prefix set up with this state directory (its
+``provision-local-<prefix>.json`` files), so a prefix set up after ``hrnb local up`` is served
+too; mappings are re-listed every 0.5 s, so a new or deleted trigger is followed at once and
+``status.json`` says when a mapping is ``reading`` (what ``hrnb setup`` waits for). Run it with
 ``python -m hrnb.local.poller``; it logs to stderr.
 """
 
@@ -54,6 +58,7 @@ from hrnb.config import Settings
 from hrnb.errors import ConfigError, StackError
 from hrnb.local.code_store import unpacked_code
 from hrnb.local.worker import FunctionSpec, InvokeResult, LambdaWorker, find_runtime_python
+from hrnb.provision.state import esm_status_path, local_prefixes
 from hrnb.wire.kinesis import kinesis_event
 
 if TYPE_CHECKING:
@@ -76,7 +81,10 @@ _RECORD_ENVELOPE_BYTES = 512  # eventID, ARNs and keys around each record's data
 _GET_RECORDS_LIMIT = 10_000
 
 
-_RELOAD_INTERVAL_S = 5.0
+_RELOAD_INTERVAL_S = 0.5  # mappings are listed this often: a new trigger is read at once
+
+
+_REFRESH_INTERVAL_S = 5.0  # function configuration, credentials and shards are checked this often
 
 
 _STATUS_INTERVAL_S = 1.0
@@ -101,6 +109,7 @@ class ShardStatus(TypedDict):
     records_discarded: int
     consecutive_failures: int
     last_error: str | None
+    reading: bool  # a GetRecords has answered on this shard
 
 
 class MappingStatus(TypedDict):
@@ -119,6 +128,7 @@ class MappingStatus(TypedDict):
     worker_pid: int | None
     worker_restarts: int
     last_error: str | None
+    reading: bool  # the worker runs and every open shard has answered a GetRecords
     shards: list[ShardStatus]
 
 
@@ -302,6 +312,7 @@ class ShardState:
         shard_id="", checkpoint=None, iterator_age_ms=None, millis_behind_latest=None,
         records_read=0, records_succeeded=0, invocations=0, function_errors=0,
         partial_failures=0, records_discarded=0, consecutive_failures=0, last_error=None,
+        reading=False,
     ))
 
     def __post_init__(self) -> None:
@@ -350,6 +361,7 @@ class MappingPoller:
         self.checkpoints = Checkpoints(esm_dir / f"{config.uuid}.json")
         self.discarded_path = esm_dir / f"{config.uuid}-discarded.jsonl"
         self.last_error: str | None = None
+        self.refreshed_at = -_REFRESH_INTERVAL_S  # monotonic time of the last refresh()
 
     # -- lifecycle --
 
@@ -374,6 +386,7 @@ class MappingPoller:
             self.deployment = deployment
         self._discover_shards()
         self.last_error = None
+        self.refreshed_at = time.monotonic()
 
     def close(self) -> None:
         if self.worker is not None:
@@ -453,6 +466,7 @@ class MappingPoller:
         shard.iterator = response.get("NextShardIterator")
         shard.closed = shard.iterator is None
         shard.status["millis_behind_latest"] = response.get("MillisBehindLatest")
+        shard.status["reading"] = True
         if records:
             shard.status["records_read"] += len(records)
             if not shard.buffer:
@@ -604,6 +618,8 @@ class MappingPoller:
             "worker_pid": self.worker.pid if self.worker else None,
             "worker_restarts": self.worker.restarts if self.worker else 0,
             "last_error": self.last_error,
+            "reading": self.worker is not None and bool(self.shards) and all(
+                shard.status["reading"] or shard.closed for shard in self.shards.values()),
             "shards": [dict(shard.status) for shard in self.shards.values()],  # type: ignore[misc]
         }
 
@@ -654,18 +670,18 @@ class EventSourceMappingPoller:
         self,
         settings: Settings,
         *,
-        function_names: Sequence[str],
+        function_names: Sequence[str] | None = None,
         poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
         python: str | None = None,
     ) -> None:
-        if not function_names:
+        if function_names is not None and not function_names:
             raise ConfigError("name at least one function whose mappings to poll",
                               setting="function")
         if not 0.01 <= poll_interval_s <= 60:
             raise ConfigError(f"poll interval must be 0.01..60 s, got {poll_interval_s}",
                               setting="poll_interval")
         self.settings = settings
-        self.function_names = tuple(function_names)
+        self.function_names = None if function_names is None else tuple(function_names)
         self.poll_interval_s = poll_interval_s
         self.python = python
         self.lambda_client = aws_client(settings, "lambda")
@@ -702,10 +718,19 @@ class EventSourceMappingPoller:
                 mapping.close()
             self.write_status()
 
+    def served_functions(self) -> tuple[str, ...]:
+        """The functions named on the command line, else those of every prefix set up with
+        this state directory (read again at every reload)."""
+        if self.function_names is not None:
+            return self.function_names
+        return tuple(self.settings.with_overrides(prefix=prefix).function_name
+                     for prefix in local_prefixes(self.settings.state_dir))
+
     def reload(self) -> None:
-        """Re-read mappings and functions from the emulator (new, changed, deleted)."""
+        """Re-read mappings from the emulator (new, changed, deleted); refresh a mapping's
+        function and shards when it is new or changed, else every few seconds."""
         seen: set[str] = set()
-        for name in self.function_names:
+        for name in self.served_functions():
             try:
                 raw_mappings = self._list_mappings(name)
             except (BotoCoreError, ClientError) as exc:
@@ -723,6 +748,9 @@ class EventSourceMappingPoller:
                     logger.info("polling %s for %s (batch size %d, window %.1f s, %s)",
                                 config.stream_name, config.function_name, config.batch_size,
                                 config.batching_window_s, config.starting_position)
+                elif (mapping.config == config and mapping.last_error is None
+                      and time.monotonic() - mapping.refreshed_at < _REFRESH_INTERVAL_S):
+                    continue
                 try:
                     mapping.refresh(config)
                 except (BotoCoreError, ClientError, StackError, OSError) as exc:
@@ -768,7 +796,7 @@ class EventSourceMappingPoller:
         }
 
     def write_status(self) -> None:
-        path = status_path(self.settings.state_dir)
+        path = esm_status_path(self.settings.state_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.status(), indent=1))
@@ -780,16 +808,6 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def status_path(state_dir: Path) -> Path:
-    return state_dir / "esm" / "status.json"
-
-
-def read_status(state_dir: Path) -> EsmStatus | None:
-    """The last status the poller wrote, or None if it never ran here."""
-    try:
-        return json.loads(status_path(state_dir).read_text())
-    except FileNotFoundError:
-        return None
 
 
 def status_lines(status: EsmStatus) -> list[str]:
@@ -800,7 +818,8 @@ def status_lines(status: EsmStatus) -> list[str]:
         lines.append(
             f"{mapping['function_name']} <- {mapping['event_source_arn'].rsplit('/', 1)[-1]} "
             f"(batch size {mapping['batch_size']}, {mapping['starting_position']}, "
-            f"worker pid {mapping['worker_pid'] or '-'}){problem}"
+            f"worker pid {mapping['worker_pid'] or '-'}, "
+            f"{'reading' if mapping.get('reading') else 'not reading yet'}){problem}"
         )
         for shard in mapping["shards"]:
             age = shard["iterator_age_ms"]
@@ -824,7 +843,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--aws-endpoint-url", help="the emulator (default: settings)")
     parser.add_argument("--region")
     parser.add_argument("--function", action="append", dest="functions",
-                        help="function whose mappings to poll (repeatable; default: hrnb's)")
+                        help="function whose mappings to poll (repeatable; default: those of "
+                             "every prefix set up with this state directory)")
     parser.add_argument("--poll-interval", type=float, default=DEFAULT_POLL_INTERVAL_S,
                         help="seconds between polls of an idle shard (default 0.25)")
     parser.add_argument("--python", help="interpreter for the function (default: its runtime's)")
@@ -842,7 +862,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError("the local event source mapping only runs on the local target "
                               "(on AWS, Lambda polls the stream itself)", setting="target")
         poller = EventSourceMappingPoller(
-            settings, function_names=args.functions or [settings.function_name],
+            settings, function_names=args.functions,
             poll_interval_s=args.poll_interval, python=args.python,
         )
     except ConfigError as exc:

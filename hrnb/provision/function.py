@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ from hrnb.provision.base import (
     _require_owned,
 )
 from hrnb.provision.domain import opensearch_url
+from hrnb.provision.state import read_esm_status
 
 RUNTIME = "python3.12"
 
@@ -104,7 +106,9 @@ class EventSourceOptions:
     batching_window_s: int = 0
     max_retry_attempts: int = 20
     max_record_age_s: int = 6 * 3600
-    starting_position: Literal["LATEST", "TRIM_HORIZON"] = "LATEST"
+    #: TRIM_HORIZON: a new trigger reads what was written before its first poll (LATEST would
+    #: skip it); the document ``_id`` makes the re-read of anything older harmless.
+    starting_position: Literal["LATEST", "TRIM_HORIZON"] = "TRIM_HORIZON"
 
     def __post_init__(self) -> None:
         checks = (
@@ -406,6 +410,46 @@ def _wait_mapping(aws: AwsClients, uuid: str, resource: str, timeout_s: float = 
             raise ProvisionError(f"trigger {uuid} stayed {mapping.get('State')} for "
                                  f"{timeout_s:.0f} s", resource=resource)
         time.sleep(2)
+
+
+#: How long set-up waits for the local poller to read a new or repaired trigger.
+_READING_TIMEOUT_S = 60.0
+
+
+def _poller_alive(status: Mapping[str, Any] | None, within_s: float = 5.0) -> bool:
+    """True when the local poller wrote its status lately (it does every second)."""
+    if not status:
+        return False
+    updated = datetime.fromisoformat(status["updated_at"])
+    return (datetime.now(UTC) - updated).total_seconds() <= within_s
+
+
+def local_trigger_reading(settings: Settings, uuid: str) -> bool:
+    """True when the local poller of this state directory reports the trigger reading."""
+    status = read_esm_status(settings.state_dir)
+    return _poller_alive(status) and any(
+        mapping["uuid"] == uuid and mapping.get("reading")
+        for mapping in (status or {}).get("mappings", []))
+
+
+def _wait_reading(settings: Settings, uuid: str, progress: Progress) -> str:
+    """On the local target, wait until the poller reads the trigger (AWS reads an Enabled one
+    by itself). Without a poller, say so: nothing is lost (the trigger starts at TRIM_HORIZON),
+    but nothing is indexed until ``hrnb local up`` starts one."""
+    if not settings.is_local:
+        return ""
+    if not _poller_alive(read_esm_status(settings.state_dir)):
+        return (f"no local poller runs for {settings.state_dir}: nothing is indexed until "
+                "'hrnb local up' starts one")
+    progress(f"trigger {uuid}: waiting for the local poller to read it")
+    deadline = time.monotonic() + _READING_TIMEOUT_S
+    while not local_trigger_reading(settings, uuid):
+        if time.monotonic() > deadline:
+            raise ProvisionError(
+                f"the local poller has not read trigger {uuid} within {_READING_TIMEOUT_S:.0f} s; "
+                "see 'hrnb local status' and its log", resource=uuid)
+        time.sleep(0.2)
+    return "read by the local poller"
 
 
 def _teardown_mappings(settings: Settings, aws: AwsClients, *, apply: bool) -> list[StepResult]:

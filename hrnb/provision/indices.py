@@ -17,8 +17,20 @@ if TYPE_CHECKING:
 
 
 # --- index templates and indices -----------------------------------------------------------------
+#: ``_meta`` key on every mapping and template set-up writes: the prefix that owns it.
+OWNER_META = "owner"
+
+
 def template_name(index_name: str) -> str:
     return f"{index_name}-template"
+
+
+def concrete_index(alias: str) -> str:
+    """The index set-up creates behind the write alias ``alias`` (the name everyone uses).
+
+    The function writes with ``require_alias``: once set-up's alias is gone, a write fails and
+    is retried instead of auto-creating an index with a dynamic mapping."""
+    return f"{alias}-000001"
 
 
 def ensure_indices(settings: Settings, *, url: str | None = None) -> tuple[StepResult, ...]:
@@ -30,20 +42,29 @@ def ensure_indices(settings: Settings, *, url: str | None = None) -> tuple[StepR
     return _indices_step(settings, apply=True, url=url)
 
 
+def _owned_body(body: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """A template body whose mapping says which prefix owns it (copied, not changed)."""
+    mappings = {**body["template"]["mappings"], "_meta": {OWNER_META: prefix}}
+    return {**body, "template": {**body["template"], "mappings": mappings}}
+
+
 def _indices_step(settings: Settings, *, apply: bool, url: str | None) -> tuple[StepResult, ...]:
-    pairs = ((settings.index_name, index_template(settings.index_name)),
-             (settings.dlq_index_name, dead_letter_template(settings.dlq_index_name)))
+    index, dlq = settings.index_name, settings.dlq_index_name
+    pairs = ((index, index_template(concrete_index(index))),
+             (dlq, dead_letter_template(concrete_index(dlq))))
     if url is None:
         return tuple(
             StepResult(step, "created", name, None, "after the domain is active")
-            for index, _body in pairs
-            for step, name in (("index template", template_name(index)), ("index", index))
+            for alias, _body in pairs
+            for step, name in (("index template", template_name(alias)), ("index", alias))
         )
     client = _admin_opensearch(settings, url)
     results = []
-    for index, body in pairs:
-        results.append(_template(client, template_name(index), body, apply=apply))
-        results.append(_index(client, index, body, apply=apply))
+    for alias, body in pairs:
+        owned = _owned_body(body, settings.prefix)
+        results.append(_template(client, template_name(alias), owned, settings.prefix,
+                                 apply=apply))
+        results.append(_index(client, alias, owned, settings.prefix, apply=apply))
     return tuple(results)
 
 
@@ -71,13 +92,32 @@ def template_matches(current: Mapping[str, Any], desired: Mapping[str, Any]) -> 
     )
 
 
-def _template(client: OpenSearch, name: str, body: Mapping[str, Any], *, apply: bool) -> StepResult:
+def _owner(mappings: Mapping[str, Any] | None) -> str | None:
+    return ((mappings or {}).get("_meta") or {}).get(OWNER_META)
+
+
+def _not_ours(kind: str, name: str, owner: str | None, prefix: str) -> ProvisionError:
+    found = f"owned by prefix {owner!r}" if owner else "not made by hrnb set-up"
+    return ProvisionError(
+        f"{kind} {name} already exists, {found}; choose another prefix or index name "
+        "(HRNB_PREFIX, HRNB_INDEX_NAME), or reindex and delete it yourself",
+        resource=name,
+    )
+
+
+def _template(client: OpenSearch, name: str, body: Mapping[str, Any], prefix: str, *,
+              apply: bool) -> StepResult:
     found = _opensearch(name, "read index template", client.indices.get_index_template,
                         missing_ok=True, name=name)
     templates = (found or {}).get("index_templates", [])
-    if templates and template_matches(templates[0]["index_template"], body):
-        return StepResult("index template", "unchanged", name, None,
-                          f"pattern {', '.join(body['index_patterns'])}")
+    if templates:
+        current = templates[0]["index_template"]
+        owner = _owner(current.get("template", {}).get("mappings"))
+        if owner != prefix:
+            raise _not_ours("index template", name, owner, prefix)
+        if template_matches(current, body):
+            return StepResult("index template", "unchanged", name, None,
+                              f"pattern {', '.join(body['index_patterns'])}")
     if apply:
         _opensearch(name, "write index template", client.indices.put_index_template, name=name,
                     body=body)
@@ -85,25 +125,38 @@ def _template(client: OpenSearch, name: str, body: Mapping[str, Any], *, apply: 
                       f"pattern {', '.join(body['index_patterns'])}, replicas 0")
 
 
-def _index(client: OpenSearch, index: str, body: Mapping[str, Any], *, apply: bool) -> StepResult:
+def _index(client: OpenSearch, alias: str, body: Mapping[str, Any], prefix: str, *,
+           apply: bool) -> StepResult:
     desired = body["template"]["mappings"]["properties"]
-    found = _opensearch(index, "read mapping of index", client.indices.get_mapping,
-                        missing_ok=True, index=index)
+    found = _opensearch(alias, "read index", client.indices.get, missing_ok=True, index=alias)
     if found is None:
         if apply:
-            # The template supplies mapping and settings, as it will for a bulk that races us.
-            _opensearch(index, "create index", client.indices.create, index=index)
-        return StepResult("index", "created", index, None, "from its template")
-    concrete = next(iter(found.values()))
+            # The template supplies mapping and settings; the alias is where the function writes.
+            _opensearch(alias, "create index", client.indices.create,
+                        index=concrete_index(alias),
+                        body={"aliases": {alias: {"is_write_index": True}}})
+        return StepResult("index", "created", alias, None,
+                          f"{concrete_index(alias)} from its template, write alias {alias}")
+    (index, concrete), *_ = found.items()
+    if index == alias:
+        raise ProvisionError(
+            f"index {alias} exists as an index, not set-up's write alias (auto-created by a "
+            "write, or by an earlier hrnb); its mapping cannot be trusted: reindex it into "
+            "another name or delete it, then run set-up again",
+            resource=alias,
+        )
+    owner = _owner(concrete.get("mappings"))
+    if owner != prefix:
+        raise _not_ours("index", alias, owner, prefix)
     current = concrete.get("mappings", {}).get("properties", {})
     clashes = [f"{field_name} is {current[field_name].get('type')}, needs {spec.get('type')}"
                for field_name, spec in desired.items()
                if field_name in current and current[field_name].get("type") != spec.get("type")]
     if clashes:
         raise ProvisionError(
-            f"index {index} exists with an incompatible mapping ({'; '.join(clashes)}); "
+            f"index {alias} exists with an incompatible mapping ({'; '.join(clashes)}); "
             "reindex it or delete it, then run set-up again",
-            resource=index,
+            resource=alias,
         )
     changes = []
     missing = {name: spec for name, spec in desired.items() if name not in current}
@@ -112,37 +165,55 @@ def _index(client: OpenSearch, index: str, body: Mapping[str, Any], *, apply: bo
         if apply:
             _opensearch(index, "extend mapping of index", client.indices.put_mapping,
                         index=index, body={"properties": missing})
-    index_settings = _opensearch(index, "read settings of index", client.indices.get_settings,
-                                 index=index)
-    replicas = next(iter(index_settings.values()))["settings"]["index"].get("number_of_replicas")
+    replicas = concrete["settings"]["index"].get("number_of_replicas")
     if str(replicas) != "0":
         changes.append(f"replicas {replicas} -> 0 (one node: green, not yellow)")
         if apply:
             _opensearch(index, "set replicas of index", client.indices.put_settings, index=index,
                         body={"index": {"number_of_replicas": 0}})
     if changes:
-        return StepResult("index", "updated", index, None, "; ".join(changes))
-    return StepResult("index", "unchanged", index, None, "mapping and replicas as desired")
+        return StepResult("index", "updated", alias, None, "; ".join(changes))
+    return StepResult("index", "unchanged", alias, None, "mapping and replicas as desired")
 
 
 def _teardown_indices(settings: Settings, aws: AwsClients, *, apply: bool) -> list[StepResult]:
-    indices = (settings.index_name, settings.dlq_index_name)
+    """Delete the indices and templates this prefix's set-up made (their ``_meta`` owner), and
+    nothing else: another prefix's, or one nobody set up, is left with a note."""
+    aliases = (settings.index_name, settings.dlq_index_name)
     if not settings.is_local:
-        return [StepResult("index", "skipped", index, None, "deleted with the domain")
-                for index in indices]
+        return [StepResult("index", "skipped", alias, None, "deleted with the domain")
+                for alias in aliases]
     client = _admin_opensearch(settings, settings.resolved_opensearch_url or "")
+    prefix = settings.prefix
     results = []
-    for index in indices:
-        exists = _opensearch(index, "look up index", client.indices.exists, index=index)
-        if apply and exists:
-            _opensearch(index, "delete index", client.indices.delete, index=index)
-        results.append(StepResult("index", "deleted" if exists else "absent", index))
-        template = template_name(index)
-        found = _opensearch(template, "look up index template",
-                            client.indices.exists_index_template, name=template)
-        if apply and found:
+    for alias in aliases:
+        found = _opensearch(alias, "read index", client.indices.get, missing_ok=True,
+                            index=alias) or {}
+        if not found:
+            results.append(StepResult("index", "absent", alias))
+        for index, concrete in found.items():
+            owner = _owner(concrete.get("mappings"))
+            if owner != prefix:
+                results.append(StepResult("index", "skipped", index, None,
+                                          f"not made by set-up for prefix {prefix!r}; left alone"))
+                continue
+            if apply:
+                _opensearch(index, "delete index", client.indices.delete, index=index)
+            results.append(StepResult("index", "deleted", alias, None, index))
+        template = template_name(alias)
+        stored = _opensearch(template, "read index template", client.indices.get_index_template,
+                             missing_ok=True, name=template)
+        templates = (stored or {}).get("index_templates", [])
+        if not templates:
+            results.append(StepResult("index template", "absent", template))
+            continue
+        owner = _owner(templates[0]["index_template"].get("template", {}).get("mappings"))
+        if owner != prefix:
+            results.append(StepResult("index template", "skipped", template, None,
+                                      f"not made by set-up for prefix {prefix!r}; left alone"))
+            continue
+        if apply:
             _opensearch(template, "delete index template", client.indices.delete_index_template,
                         name=template)
-        results.append(StepResult("index template", "deleted" if found else "absent", template))
+        results.append(StepResult("index template", "deleted", template))
     return results
-

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hrnb.config import Settings
@@ -33,6 +33,7 @@ from hrnb.provision.function import (
     _teardown_function,
     _teardown_layer,
     _teardown_mappings,
+    _wait_reading,
 )
 from hrnb.provision.indices import _indices_step, _teardown_indices
 from hrnb.provision.logs import _find_log_group, _log_group_step, _teardown_log_group
@@ -158,7 +159,12 @@ def _run(settings: Settings, aws: AwsClients, *, apply: bool, artifacts: LambdaA
     layer_arn = layer.id if layer.id else f"{settings.layer_name}:(new version)"
     record(_function_step(settings, aws, apply=apply, artifacts=artifacts, url=url,
                           layer_version_arn=layer_arn, progress=progress))
-    record(_mapping_step(settings, aws, apply=apply, options=options))
+    trigger = _mapping_step(settings, aws, apply=apply, options=options)
+    if apply and trigger.id:
+        reading = _wait_reading(settings, trigger.id, progress)
+        if reading:
+            trigger = replace(trigger, detail=f"{trigger.detail}; {reading}")
+    record(trigger)
     record(_dashboards_step(settings, apply=apply,
                             dashboards=dashboards or dashboards_url(settings, url)))
     if apply:
@@ -215,60 +221,70 @@ def _teardown(settings: Settings, aws: AwsClients, *, apply: bool, progress: Pro
             progress(f"{result.step} {result.resource}: {result.action}")
     if not apply:
         return TeardownReport(tuple(results), ())
+    deleted = {result.resource for result in results if result.action == "deleted"}
     if wait:
-        _wait_gone(settings, aws, progress)
-    remaining = remaining_resources(settings, aws)
+        _wait_gone(settings, aws, progress, deleted)
+    left_alone = {result.resource for result in results if result.action == "skipped"}
+    remaining = remaining_resources(settings, aws, left_alone=left_alone)
     if not remaining:
         StateFile(settings).delete()
         master_user_path(settings).unlink(missing_ok=True)
     return TeardownReport(tuple(results), remaining)
 
 
-def _wait_gone(settings: Settings, aws: AwsClients, progress: Progress,
-               timeout_s: float = 30 * 60.0, poll_s: float = 15.0) -> None:
-    """Wait until AWS has finished deleting the domain and the stream (billing stops then)."""
+def _wait_gone(settings: Settings, aws: AwsClients, progress: Progress, deleted: set[str]) -> None:
+    """Wait, bounded, until AWS has finished deleting the domain and the stream this teardown
+    deleted (billing stops then); each poll says what is left. Whatever outlasts the wait is
+    listed as remaining."""
+    timeout_s, poll_s = (60.0, 1.0) if settings.is_local else (30 * 60.0, 15.0)
+    checks = {
+        settings.domain_name: lambda: _describe_domain(aws, settings.domain_name) is not None,
+        settings.stream_name: lambda: _describe_stream(aws, settings.stream_name) is not None,
+    }
     started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        pending = [name for name, present in (
-            (settings.domain_name, _describe_domain(aws, settings.domain_name) is not None),
-            (settings.stream_name, _describe_stream(aws, settings.stream_name) is not None),
-        ) if present]
-        if not pending:
+    while True:
+        pending = [name for name, present in checks.items() if name in deleted and present()]
+        elapsed = time.monotonic() - started
+        if not pending or elapsed >= timeout_s:
             return
         progress(f"waiting for AWS to finish deleting {', '.join(pending)} "
-                 f"({(time.monotonic() - started) / 60:.0f} min)")
+                 f"({elapsed / 60:.0f} of at most {timeout_s / 60:.0f} min)")
         time.sleep(poll_s)
 
 
-def remaining_resources(settings: Settings, clients: AwsClients | None = None) -> tuple[str, ...]:
-    """Every resource with one of this prefix's names that still exists, described."""
+def remaining_resources(settings: Settings, clients: AwsClients | None = None, *,
+                        left_alone: Collection[str] = ()) -> tuple[str, ...]:
+    """Every resource with one of this prefix's names that still exists, described; those in
+    ``left_alone`` (teardown found them not to be this prefix's) are not counted."""
     aws = clients or AwsClients(settings)
-    remaining = []
+    found: list[tuple[str, str]] = []  # (name, description)
     stream = _describe_stream(aws, settings.stream_name)
     if stream is not None:
-        remaining.append(f"stream {settings.stream_name} ({stream['StreamStatus']})")
+        found.append((settings.stream_name,
+                      f"stream {settings.stream_name} ({stream['StreamStatus']})"))
     domain = _describe_domain(aws, settings.domain_name)
     if domain is not None:
         state = "deletion in progress" if domain.get("Deleted") else "active"
-        remaining.append(f"domain {settings.domain_name} ({state})")
+        found.append((settings.domain_name, f"domain {settings.domain_name} ({state})"))
     if _aws(settings.function_name, "read function", aws.lambda_.get_function,
             missing={"ResourceNotFoundException"}, FunctionName=settings.function_name):
-        remaining.append(f"function {settings.function_name}")
+        found.append((settings.function_name, f"function {settings.function_name}"))
     if _mappings(aws, settings):
-        remaining.append(f"trigger {settings.stream_name} -> {settings.function_name}")
+        trigger = f"{settings.stream_name} -> {settings.function_name}"
+        found.append((trigger, f"trigger {trigger}"))
     if _layer_versions(aws, settings.layer_name):
-        remaining.append(f"layer {settings.layer_name}")
+        found.append((settings.layer_name, f"layer {settings.layer_name}"))
     if _find_log_group(aws, settings.log_group_name) is not None:
-        remaining.append(f"log group {settings.log_group_name}")
+        found.append((settings.log_group_name, f"log group {settings.log_group_name}"))
     if failure_queue_url(aws, settings) is not None:
-        remaining.append(f"queue {settings.failure_queue_name}")
+        found.append((settings.failure_queue_name, f"queue {settings.failure_queue_name}"))
     if _aws(settings.role_name, "read role", aws.iam.get_role, missing={"NoSuchEntity"},
             RoleName=settings.role_name):
-        remaining.append(f"role {settings.role_name}")
+        found.append((settings.role_name, f"role {settings.role_name}"))
     if settings.is_local:
         client = _admin_opensearch(settings, settings.resolved_opensearch_url or "")
-        for index in (settings.index_name, settings.dlq_index_name):
-            if _opensearch(index, "look up index", client.indices.exists, index=index):
-                remaining.append(f"index {index}")
-    return tuple(remaining)
-
+        for alias in (settings.index_name, settings.dlq_index_name):
+            indices = _opensearch(alias, "read index", client.indices.get, missing_ok=True,
+                                  index=alias) or {}
+            found += [(name, f"index {name}") for name in indices]
+    return tuple(description for name, description in found if name not in left_alone)

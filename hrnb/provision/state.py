@@ -56,6 +56,29 @@ class StateFile:
         self.path.unlink(missing_ok=True)
 
 
+def local_prefixes(state_dir: Path) -> list[str]:
+    """Every prefix set up on the local target with this state directory (its state files):
+    the prefixes whose triggers the local poller of this state directory serves."""
+    stem = "provision-local-"
+    return sorted(path.name[len(stem):-len(".json")]
+                  for path in state_dir.glob(f"{stem}*.json"))
+
+
+def esm_status_path(state_dir: Path) -> Path:
+    """Where the local poller of this state directory reports its mappings."""
+    return state_dir / "esm" / "status.json"
+
+
+def read_esm_status(state_dir: Path) -> dict[str, Any] | None:
+    """The last status the local poller wrote, or None if none ever ran here."""
+    try:
+        return json.loads(esm_status_path(state_dir).read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:  # written atomically; unreadable only if edited by hand
+        return None
+
+
 def _write_private(path: Path, text: str) -> None:
     """Write a file only its owner can read (0600), atomically, in a 0700 directory."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -3,6 +3,7 @@ sample-to-searchable probe."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,58 @@ from hrnb.wire.records import document_id, parse_timestamp
 
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
+
+
+# --- seqs seen, bounded ------------------------------------------------------------------------
+class SeqRanges:
+    """A set of seq numbers kept as sorted inclusive ranges, so an unbroken 3-hour session is
+    one pair. Past ``max_ranges`` the oldest range is forgotten (counted in ``forgotten``)."""
+
+    def __init__(self, max_ranges: int = 256) -> None:
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+        self.max_ranges = max_ranges
+        self.count = 0
+        self.forgotten = 0
+
+    def add(self, seq: int) -> bool:
+        """Record ``seq``; False when it was already there."""
+        starts, ends = self._starts, self._ends
+        if ends and seq == ends[-1] + 1:  # the usual case: the next seq in order
+            ends[-1] = seq
+        else:
+            i = bisect_left(ends, seq)  # first range that ends at or after seq
+            if i < len(ends) and starts[i] <= seq:
+                return False
+            joins_left = i > 0 and ends[i - 1] == seq - 1
+            joins_right = i < len(starts) and starts[i] == seq + 1
+            if joins_left and joins_right:
+                ends[i - 1] = ends[i]
+                del starts[i], ends[i]
+            elif joins_left:
+                ends[i - 1] = seq
+            elif joins_right:
+                starts[i] = seq
+            else:
+                starts.insert(i, seq)
+                ends.insert(i, seq)
+        self.count += 1
+        while len(starts) > self.max_ranges:
+            self.forgotten += ends[0] - starts[0] + 1
+            self.count -= ends[0] - starts[0] + 1
+            del starts[0], ends[0]
+        return True
+
+    def __contains__(self, seq: int) -> bool:
+        i = bisect_left(self._ends, seq)
+        return i < len(self._ends) and self._starts[i] <= seq
+
+    def ranges(self, upto: int | None = None) -> list[tuple[int, int]]:
+        """The ranges, clipped to seqs ``<= upto`` when given."""
+        pairs = zip(self._starts, self._ends, strict=True)
+        if upto is None:
+            return list(pairs)
+        return [(low, min(high, upto)) for low, high in pairs if low <= upto]
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ SAMPLE_COLUMNS = [
 ]
 
 
-_INTERVAL_RE = re.compile(r"^[1-9]\d*(ms|s|m|h|d)$")
+_INTERVAL_RE = re.compile(r"[1-9]\d*(ms|s|m|h|d)")  # fullmatch: "$" accepts a newline
 
 
 _DEFAULT_THRESHOLD_BPM: int = Settings.hr_alert_threshold_bpm  # the dataclass field's default

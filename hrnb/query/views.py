@@ -108,7 +108,7 @@ def last_per_interval(
     ``terms`` → ``date_histogram`` → ``top_hits`` (size 1, latest first). Empty intervals are
     left out, so a dropout shows as a gap; so does an interval that ended without skin contact
     (its last heart rate is null)."""
-    if not _INTERVAL_RE.match(interval):
+    if not _INTERVAL_RE.fullmatch(interval):
         raise ConfigError(
             f"interval must be a fixed interval like 5s, 1m or 500ms, got {interval!r}",
             setting="interval",

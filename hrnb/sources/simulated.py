@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 
 from hrnb.hrm import encode_measurement, parse_measurement
 from hrnb.sources.base import HeartRateSource, Session, session_start, to_utc_ms
+from hrnb.wire.records import MAX_ID_LENGTH
 
 #: The workout as (phase, seconds, intensity at start, intensity at end); intensity is the
 #: fraction of heart-rate reserve. It lasts 26 minutes and repeats when no duration is set.
@@ -196,7 +197,9 @@ class SimulatedSource(HeartRateSource):
             for index in range(len(self.athlete_ids))
         ]
         self.sessions = [
-            Session(athlete_id, f"simulated:{athlete_id}") for athlete_id in self.athlete_ids
+            # Cut to the wire's length: any athlete id the command line accepts stays valid.
+            Session(athlete_id, f"simulated:{athlete_id}"[:MAX_ID_LENGTH])
+            for athlete_id in self.athlete_ids
         ]
 
     async def _produce(self) -> None:

@@ -36,7 +36,7 @@ import math
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -128,10 +128,9 @@ class PutOutcome:
 
 @dataclass(frozen=True)
 class StreamStatus:
-    """The Kinesis stream a producer writes to, as found (or created) before streaming."""
+    """The Kinesis stream a producer writes to, as found before streaming."""
 
     stream_name: str
-    created: bool
     status: str
     open_shards: int
 
@@ -214,38 +213,56 @@ def kinesis_client(settings: Settings) -> KinesisClient:
     )
 
 
-def ensure_local_stream(
-    settings: Settings, *, client: KinesisClient | None = None, stream_name: str | None = None
-) -> StreamStatus:
-    """Make sure the stream exists: created on the local target, required on AWS."""
+def check_stream_ready(settings: Settings, *, client: KinesisClient | None = None,
+                       lambda_client: Any = None) -> StreamStatus:
+    """Refuse to stream unless set-up made the stream for this prefix and a trigger reads it.
+
+    Only set-up creates streams (tagged with their prefix); a missing stream, one another
+    prefix or tool made, or one no trigger reads (on the local target: that the local poller
+    does not report reading) would take samples nobody indexes. One ProvisionError line says so
+    and names ``hrnb setup``; it comes before any sample is accepted.
+    """
+    from hrnb.provision.base import OWNER_TAG
+    from hrnb.provision.function import local_trigger_reading
+
     client = client or aws_client(settings, "kinesis")
-    name = stream_name or settings.stream_name
+    name = settings.stream_name
+    where = f"prefix {settings.prefix!r}, {settings.target} target"
+
+    def refuse(problem: str) -> ProvisionError:
+        return ProvisionError(f"{problem} ({where}): run 'hrnb setup' first; nothing was sent",
+                              resource=name)
+
     try:
         summary = client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
-        created = False
+        tags = client.list_tags_for_stream(StreamName=name)["Tags"]
+        lambda_client = lambda_client or aws_client(settings, "lambda")
+        mappings = lambda_client.list_event_source_mappings(
+            EventSourceArn=summary["StreamARN"])["EventSourceMappings"]
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
-            raise ProvisionError(f"cannot look up Kinesis stream {name!r}: {exc}",
-                                 resource=name) from exc
-        if not settings.is_local:
-            raise ProvisionError(
-                f"Kinesis stream {name!r} does not exist in {settings.region}; "
-                "run 'hrnb setup' first to create the pipeline",
-                resource=name,
-            ) from None
-        if settings.stream_shards:
-            client.create_stream(StreamName=name, ShardCount=settings.stream_shards)
-        else:
-            client.create_stream(StreamName=name, StreamModeDetails={"StreamMode": "ON_DEMAND"})
-        client.get_waiter("stream_exists").wait(
-            StreamName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
-        )
-        summary = client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
-        created = True
-        logger.info("created Kinesis stream %s on the local stack", name)
+        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            raise refuse(f"Kinesis stream {name!r} does not exist") from None
+        raise ProvisionError(f"cannot look up Kinesis stream {name!r}: {exc}",
+                             resource=name) from exc
+    except (BotoConnectionError, HTTPClientError) as exc:
+        raise ProvisionError(f"cannot reach Kinesis for stream {name!r} ({exc}); on the local "
+                             "target run 'hrnb local up'", resource=name) from exc
+    owner = {tag["Key"]: tag["Value"] for tag in tags}.get(OWNER_TAG)
+    if owner != settings.prefix:
+        raise refuse(f"Kinesis stream {name!r} was not made by hrnb set-up for this prefix "
+                     f"({OWNER_TAG}={owner!r}); remove it or choose another prefix")
+    ours = [m for m in mappings if m["FunctionArn"].endswith(f":function:{settings.function_name}")]
+    if settings.is_local:
+        reading = any(local_trigger_reading(settings, m["UUID"]) for m in ours)
+    else:
+        reading = any(m.get("State") == "Enabled" for m in ours)
+    if not reading:
+        detail = ("no trigger of " + settings.function_name if not ours else
+                  "the local poller does not read its trigger" if settings.is_local else
+                  "its trigger is " + ", ".join(m.get("State", "?") for m in ours))
+        raise refuse(f"nothing reads Kinesis stream {name!r}: {detail}")
     return StreamStatus(
         stream_name=name,
-        created=created,
         status=summary["StreamStatus"],
         open_shards=summary.get("OpenShardCount", 0),
     )
@@ -272,6 +289,7 @@ class KinesisProducer:
         backoff_base_s: float = 0.1,
         backoff_max_s: float = 5.0,
         seed: int | None = None,
+        on_acknowledged: Callable[[Sequence[SpooledRecord]], None] | None = None,
     ) -> None:
         if not 0 <= linger_s <= 1:
             raise ConfigError(f"linger_s must be within 0..1 s, got {linger_s}", setting="linger_s")
@@ -300,6 +318,7 @@ class KinesisProducer:
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
         self._rng = random.Random(seed)
+        self._on_acknowledged = on_acknowledged  # told which records Kinesis acknowledged
 
         self._spool: Spool | None = None
         self._queue: asyncio.Queue[SpoolEntry] = asyncio.Queue()
@@ -690,6 +709,8 @@ class KinesisProducer:
             self._delivery_ms.append(max(0.0, now - record.accepted_at) * 1000)
         self._pending_total -= len(records)
         self._sent += len(records)
+        if self._on_acknowledged is not None:
+            self._on_acknowledged(records)
         if self._refusing and self._spool_bytes_used() < _ROOM_AGAIN * self._max_spool_bytes:
             self._refusing = False
             logger.warning("the spool %s has room again; accepting records", self.spool_path)
@@ -698,10 +719,7 @@ class KinesisProducer:
 
 def _fatal_message(stream_name: str, code: str, detail: str) -> str:
     if code == "ResourceNotFoundException":
-        hint = (
-            "the stream does not exist: run 'hrnb setup' "
-            "(on the local target 'hrnb stream' creates it)"
-        )
+        hint = "the stream does not exist: run 'hrnb setup'"
     elif code in ("AccessDeniedException", "UnrecognizedClientException", "ExpiredTokenException"):
         hint = "the credentials may not write to this stream: check them and the IAM policy"
     else:

@@ -18,26 +18,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hrnb.config import Settings
-from hrnb.errors import ConfigError, RecordError, SpoolFullError
+from hrnb.errors import ConfigError, HrnbError, RecordError, SpoolFullError
+from hrnb.query.progress import SeqRanges
 from hrnb.sources import ConnectionEvent, HeartRateSource, Sample, from_spec
 from hrnb.stream.producer import (
     KinesisProducer,
     LatencyPercentiles,
     ProducerMetrics,
-    ensure_local_stream,
+    check_stream_ready,
     kinesis_client,
 )
+from hrnb.stream.spool import SpooledRecord
 
 if TYPE_CHECKING:
     from mypy_boto3_kinesis import KinesisClient
@@ -77,6 +80,7 @@ class StreamSummary:
     sessions: tuple[str, ...]
     stopped: bool  # stopped on request (Ctrl-C, stop()) rather than the source ending
     producer: ProducerMetrics
+    index_check: IndexCheck | None = None  # None: not verified (--no-verify)
 
     @property
     def unsent(self) -> int:
@@ -85,8 +89,86 @@ class StreamSummary:
 
     @property
     def complete(self) -> bool:
-        """Every sample reached Kinesis."""
-        return self.unsent == 0 and self.invalid == 0 and self.refused == 0
+        """Every sample reached Kinesis and, when verified, the index."""
+        indexed = self.index_check is None or not self.index_check.missing
+        return self.unsent == 0 and self.invalid == 0 and self.refused == 0 and indexed
+
+
+# --- what the index holds of what Kinesis acknowledged -------------------------------------------
+class AckLedger:
+    """The samples Kinesis acknowledged, per athlete session, as seq ranges (bounded: an
+    unbroken session is one range). Pass it as the producer's ``on_acknowledged``."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[tuple[str, str], SeqRanges] = {}
+
+    def __call__(self, records: Sequence[SpooledRecord]) -> None:
+        for record in records:
+            data = json.loads(record.data)
+            key = (data["athlete_id"], data["session_id"])
+            seen = self.sessions.get(key)
+            if seen is None:
+                seen = self.sessions[key] = SeqRanges(max_ranges=1000)  # one query's worth
+            seen.add(int(data["seq"]))
+
+    @property
+    def count(self) -> int:
+        return sum(seen.count for seen in self.sessions.values())
+
+
+@dataclass(frozen=True)
+class IndexCheck:
+    """What the index held of the acknowledged samples when the catch-up ended."""
+
+    acknowledged: int
+    missing: int
+    missing_runs: tuple[tuple[str, str, str], ...]  # (athlete, session, "3–5, 9")
+    waited_s: float
+    error: str | None = None  # the index could not be asked: everything counts as missing
+
+    @property
+    def indexed(self) -> int:
+        return self.acknowledged - self.missing
+
+    def line(self) -> str:
+        """``N of M indexed, K missing (athlete/session: seq ranges)``."""
+        text = f"{self.indexed} of {self.acknowledged} indexed, {self.missing} missing"
+        if self.error:
+            return f"{text} (the index did not answer: {self.error})"
+        if self.missing_runs:
+            text += " (" + "; ".join(f"{athlete}/{session}: {runs}"
+                                     for athlete, session, runs in self.missing_runs) + ")"
+        return text
+
+
+def verify_indexed(settings: Settings, ledger: AckLedger, *, timeout_s: float = 60.0,
+                   poll_s: float = 1.0, client: Any = None) -> IndexCheck:
+    """Poll the index until it holds every acknowledged sample or ``timeout_s`` passes
+    (blocking); the answer names the missing seq ranges per athlete session."""
+    from hrnb.query import missing_seqs
+    from hrnb.search_client import opensearch_client
+
+    client = client or opensearch_client(settings)
+    started = time.monotonic()
+    while True:
+        runs: list[tuple[str, str, str]] = []
+        missing = 0
+        error = None
+        try:
+            for (athlete, session), seen in ledger.sessions.items():
+                found = missing_seqs(client, settings.index_name, athlete, session,
+                                     seen.ranges()).df
+                if len(found):
+                    missing += int(found["count"].sum())
+                    runs.append((athlete, session, ", ".join(
+                        f"{a}" if a == b else f"{a}–{b}"
+                        for a, b in zip(found["first_seq"], found["last_seq"], strict=True))))
+        except HrnbError as exc:
+            error, missing, runs = str(exc), ledger.count, []
+        waited = time.monotonic() - started
+        if not missing or waited >= timeout_s:
+            return IndexCheck(ledger.count, missing, tuple(runs), round(waited, 1), error)
+        time.sleep(poll_s)
 
 
 class StreamSession:
@@ -265,6 +347,8 @@ class StreamOptions:
     seed: int | None = None
     flush_timeout_s: float = 30.0
     spool_path: Path | None = None
+    verify: bool = True  # wait for the index and say what it holds (--no-verify: skip)
+    verify_timeout_s: float = 60.0
 
 
 def parse_stream_options(
@@ -278,6 +362,8 @@ def parse_stream_options(
     seed: int | None = None,
     flush_timeout_s: float = 30.0,
     spool_path: str | Path | None = None,
+    verify: bool = True,
+    verify_timeout_s: float = 60.0,
 ) -> StreamOptions:
     """Turn CLI values (None: flag not given) into checked options; ConfigError names the flag.
 
@@ -288,6 +374,11 @@ def parse_stream_options(
         raise ConfigError(
             f"--flush-timeout must be 0..86400 seconds, got {flush_timeout_s!r}",
             setting="--flush-timeout",
+        )
+    if not 0 <= verify_timeout_s <= 3600:
+        raise ConfigError(
+            f"--verify-timeout must be 0..3600 seconds, got {verify_timeout_s!r}",
+            setting="--verify-timeout",
         )
     if spool_path is not None and Path(spool_path).is_dir():
         raise ConfigError(
@@ -305,6 +396,8 @@ def parse_stream_options(
         seed=seed,
         flush_timeout_s=flush_timeout_s,
         spool_path=None if spool_path is None else Path(spool_path).expanduser(),
+        verify=verify,
+        verify_timeout_s=verify_timeout_s,
     )
     open_source(options)  # a constructed source does nothing until iterated
     return options
@@ -332,18 +425,22 @@ async def run_stream(
     client: KinesisClient | None = None,
     progress_every_s: float = 1.0,
 ) -> StreamSummary:
-    """``hrnb stream``: check the stream (create it on the local target), then stream.
+    """``hrnb stream``: check that set-up made the stream and a trigger reads it, stream, then
+    (unless ``options.verify`` is off) wait, bounded, for the index to hold every sample Kinesis
+    acknowledged and say which it does not.
 
     Ctrl-C (SIGINT) ends the session cleanly: the source closes, the producer flushes, the
     summary comes back; a second Ctrl-C interrupts at once (unsent records stay spooled).
     """
     source = open_source(options)
     client = client or kinesis_client(settings)
-    await asyncio.to_thread(ensure_local_stream, settings, client=client)
+    await asyncio.to_thread(check_stream_ready, settings, client=client)
+    ledger = AckLedger()
     producer = KinesisProducer.from_settings(
-        settings, client=client, spool_path=options.spool_path
+        settings, client=client, spool_path=options.spool_path, on_acknowledged=ledger
     )
-    async with producer:
+    await producer.start()
+    try:
         session = StreamSession(
             source,
             producer,
@@ -353,7 +450,14 @@ async def run_stream(
             flush_timeout_s=options.flush_timeout_s,
         )
         with _stop_on_interrupt(session):
-            return await session.run()
+            summary = await session.run()
+    finally:
+        await producer.close(timeout=0)  # run() flushed for flush_timeout_s already
+    if not options.verify:
+        return summary
+    check = await asyncio.to_thread(verify_indexed, settings, ledger,
+                                    timeout_s=options.verify_timeout_s)
+    return replace(summary, index_check=check)
 
 
 @contextlib.contextmanager
@@ -429,6 +533,12 @@ def format_summary(summary: StreamSummary) -> str:
         )
     else:
         lines.append("every accepted record was acknowledged by Kinesis")
+    check = summary.index_check
+    if check is None:
+        lines.append("index: not checked (--no-verify)")
+    else:
+        lines.append(f"index: {check.line()}"
+                     + (f" after waiting {check.waited_s:.0f} s" if check.missing else ""))
     return "\n".join(lines)
 
 

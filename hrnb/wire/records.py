@@ -33,8 +33,12 @@ PLAUSIBLE_HEART_RATE_BPM = (20, 250)
 #: How far in the future a measurement time may be before it is dead-lettered (clock skew).
 MAX_FUTURE_SKEW = timedelta(minutes=5)
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
-_TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+#: The longest athlete, session or device id; the command line checks ids against this too.
+MAX_ID_LENGTH = 128
+
+# Matched with fullmatch: "$" would accept a trailing newline.
+_ID_RE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.:@-]{{0,{MAX_ID_LENGTH - 1}}}")
+_TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 _FIELDS = (
     "schema",
     "athlete_id",
@@ -77,7 +81,7 @@ def format_timestamp(moment: datetime) -> str:
 
 def parse_timestamp(text: str, *, field: str = "timestamp") -> datetime:
     """The inverse of :func:`format_timestamp`; anything else raises RecordError."""
-    if not isinstance(text, str) or not _TIMESTAMP_RE.match(text):
+    if not isinstance(text, str) or not _TIMESTAMP_RE.fullmatch(text):
         raise RecordError(
             f"{field} must be ISO-8601 UTC with milliseconds like 2026-11-29T06:10:00.123Z, "
             f"got {text!r}",
@@ -137,9 +141,9 @@ def validate_record(obj: Any) -> Record:
         )
     for name in ("athlete_id", "session_id", "device_id"):
         value = obj[name]
-        if not isinstance(value, str) or not _ID_RE.match(value):
+        if not isinstance(value, str) or not _ID_RE.fullmatch(value):
             raise RecordError(
-                f"{name} must be 1-128 characters of letters, digits and _.:@- "
+                f"{name} must be 1-{MAX_ID_LENGTH} characters of letters, digits and _.:@- "
                 f"starting with a letter or digit, got {value!r}",
                 field=name,
             )

@@ -14,7 +14,6 @@ is torn down afterwards.
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from hrnb import provision
 from hrnb.clients import aws_client
 from hrnb.config import Settings
 from hrnb.local import launcher
+from hrnb.provision.function import local_trigger_reading
 from hrnb.search_client import opensearch_client
 from infra_scripts.build_lambda import build
 
@@ -105,15 +105,8 @@ def pipeline(
             cleanup.callback(poller.stop)
             poller.start()
             kinesis = aws_client(own, "kinesis")
-            shard_ids = {shard["ShardId"]
-                         for shard in kinesis.list_shards(StreamName=own.stream_name)["Shards"]}
-
-            def iterators_open() -> bool:
-                path = poller.checkpoint_path(mapping_uuid)
-                return path.exists() and shard_ids <= set(_checkpointed_shards(path))
-
-            # The trigger starts at LATEST: only records written after this are delivered.
-            wait_until(iterators_open, timeout_s=60, what="the poller's iterators on every shard")
+            wait_until(lambda: local_trigger_reading(own, mapping_uuid), timeout_s=60,
+                       what="the poller reading the trigger on every shard")
 
             producer_settings = own
             writer_proxy = None
@@ -138,13 +131,15 @@ def pipeline(
         yield make
 
 
-def _checkpointed_shards(path: Path) -> list[str]:
-    return list(json.loads(path.read_text())["shards"])
-
-
 def _teardown(own: Settings, search_proxy: FaultProxy | None) -> None:
     """Everything set-up created goes; a fault left on the proxy must not block that."""
     if search_proxy is not None:
         search_proxy.clear()
     report = provision.teardown(own, wait=False)
     assert not report.remaining, f"teardown left {', '.join(report.remaining)}"
+
+
+@pytest.fixture
+def free_ports() -> Callable[[], tuple[int, int]]:
+    """Two free loopback ports (an emulator's and an OpenSearch node's)."""
+    return lambda: (free_port(), free_port())

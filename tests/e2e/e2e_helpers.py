@@ -27,7 +27,8 @@ from opensearchpy import helpers
 
 from hrnb.config import Settings
 from hrnb.live import DASH, LiveModel
-from hrnb.local.poller import MappingStatus, read_status
+from hrnb.local.poller import MappingStatus
+from hrnb.provision.state import read_esm_status as read_status
 from hrnb.query import missing_seqs
 from hrnb.sources import ConnectionEvent, HeartRateSource, Sample
 from hrnb.stream.producer import KinesisProducer, kinesis_client
@@ -66,11 +67,14 @@ def key_of(item: Sample | Mapping[str, Any]) -> Key:
 
 # --- the poller: python -m hrnb.local.poller ------------------------------------------------
 class PollerProcess:
-    """The local event source mapping for one function, as its own process (restartable)."""
+    """The local event source mapping for one function (or, ``every_prefix``, for every prefix
+    set up with the settings' state directory, as ``hrnb local up`` runs it), as its own
+    process (restartable)."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path, *, every_prefix: bool = False) -> None:
         self.settings = settings
         self.log_path = log_path
+        self.every_prefix = every_prefix
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -79,8 +83,8 @@ class PollerProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "hrnb.local.poller", "--state-dir", str(settings.state_dir),
                  "--aws-endpoint-url", str(settings.resolved_aws_endpoint_url),
-                 "--region", settings.region, "--function", settings.function_name,
-                 "--poll-interval", "0.1"],
+                 "--region", settings.region, "--poll-interval", "0.1",
+                 *([] if self.every_prefix else ["--function", settings.function_name])],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
             )
 

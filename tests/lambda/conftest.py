@@ -18,6 +18,7 @@ from lambda_helpers import ROLE_ARN, Indices
 
 from hrnb.local.code_store import store_local_code, unpacked_code
 from hrnb.local.worker import FunctionSpec, LambdaWorker, find_runtime_python
+from hrnb.provision.indices import concrete_index
 from hrnb.wire.index_schema import dead_letter_template, index_template
 from hrnb.wire.kinesis import KinesisEvent, kinesis_event
 from infra_scripts.build_lambda import BuildResult, build
@@ -56,13 +57,18 @@ def runtime_python() -> str:
 
 @pytest.fixture
 def indices(opensearch: Any, unique_name: Callable[[str], str]) -> Iterator[Indices]:
-    """A heart-rate index and its dead-letter index with the production templates."""
+    """A heart-rate index and its dead-letter index as set-up makes them: the production
+    templates, and write aliases (the function writes with ``require_alias``)."""
     name = unique_name("hr-test")
     names = Indices(name=name, dlq=f"{name}-dlq")
-    opensearch.indices.put_index_template(name=names.name, body=index_template(names.name))
-    opensearch.indices.put_index_template(name=names.dlq, body=dead_letter_template(names.dlq))
+    for alias, body in ((names.name, index_template(concrete_index(names.name))),
+                        (names.dlq, dead_letter_template(concrete_index(names.dlq)))):
+        opensearch.indices.put_index_template(name=alias, body=body)
+        opensearch.indices.create(index=concrete_index(alias),
+                                  body={"aliases": {alias: {"is_write_index": True}}})
     yield names
-    opensearch.indices.delete(index=f"{names.name},{names.dlq}", ignore_unavailable=True)
+    opensearch.indices.delete(
+        index=f"{concrete_index(names.name)},{concrete_index(names.dlq)}", ignore_unavailable=True)
     for template in (names.name, names.dlq):
         opensearch.indices.delete_index_template(name=template)
 

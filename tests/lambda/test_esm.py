@@ -31,9 +31,9 @@ from hrnb.local.poller import (
     backoff_s,
     batch_length,
     first_to_retry,
-    read_status,
     status_lines,
 )
+from hrnb.provision.state import read_esm_status as read_status
 from infra_scripts.build_lambda import BuildResult
 
 pytestmark = pytest.mark.stack

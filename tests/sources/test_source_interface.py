@@ -62,6 +62,35 @@ def test_sample_with_an_invalid_field_is_refused_as_a_record() -> None:
         sample.to_record()
 
 
+@pytest.mark.parametrize("field", ["athlete_id", "session_id", "device_id", "timestamp"])
+def test_a_trailing_newline_makes_a_record_invalid(field: str) -> None:
+    """Issue #12 item 6: athlete ``$'nl1\\n'`` was indexed as an athlete of its own."""
+    record = Sample("nl1", "s1", "d1", 0, AT, Measurement(60)).to_record()
+    validate_record(record)
+    with pytest.raises(RecordError, match=field):
+        validate_record({**record, field: record[field] + "\n"})
+
+
+def test_the_longest_athlete_id_the_command_line_takes_makes_valid_records() -> None:
+    """Issue #12 item 8: a 128-character athlete id passed the command line's check, then
+    every record was invalid (the simulated device id ``simulated:<id>`` grew past 128)."""
+    from hrnb.sources import from_spec
+    from hrnb.wire.records import MAX_ID_LENGTH
+
+    longest = "a" * MAX_ID_LENGTH
+    source = from_spec("simulated", athlete_id=longest, duration_s=3, speed=None)
+
+    async def first_samples() -> list[Sample]:
+        return [item async for item in source if isinstance(item, Sample)]
+
+    samples = asyncio.run(first_samples())
+    assert len(samples) == 3
+    for sample in samples:
+        validate_record(sample.to_record())
+    with pytest.raises(Exception, match="--athlete-id"):
+        from_spec("simulated", athlete_id=longest + "a")
+
+
 def test_session_numbers_samples_and_reports_contact_changes() -> None:
     session = Session("a", "d", "s")
     contacts = [None, True, False, False, None, True, True]
