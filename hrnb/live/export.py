@@ -6,6 +6,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from hrnb.boundary import file_errors
 from hrnb.errors import ExportError
 
 #: Debian's chromium; PNG export uses it and nothing else.
@@ -38,6 +39,7 @@ def export_png(figure: go.Figure, path: str | Path, *, chromium: str | Path = DE
     except Exception as exc:  # kaleido and choreographer raise many kinds; name them once
         raise ExportError(f"kaleido could not render {target.name} with {chromium}: {exc}",
                           path=str(target)) from exc
-    target.write_bytes(image)
+    with file_errors("write", target, error=ExportError):
+        target.write_bytes(image)
     return target
 

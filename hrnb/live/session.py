@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hrnb import query
+from hrnb.boundary import file_errors, opensearch_errors
 from hrnb.config import Settings
 from hrnb.errors import HrnbError, ProvisionError
 from hrnb.live.dashboard import LiveDashboard
@@ -100,11 +101,12 @@ def write_report(report: SessionReport, path: str | Path,
                  exports: Sequence[str | Path] = ()) -> Path:
     """The summary JSON (with the exported files' paths) for ``make demo`` and the tests."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     data = report.to_json()
     data["files"] = [str(Path(file).resolve()) for file in exports]
     data["written_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    target.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    with file_errors("write the session summary", target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(data, indent=2, default=str) + "\n")
     return target
 
 
@@ -320,8 +322,6 @@ async def verify_pipeline(
     further check record goes every ``resend_every_s`` until one arrives. ProvisionError when
     none does within ``timeout_s``.
     """
-    from opensearchpy.exceptions import NotFoundError
-
     client = client or opensearch_client(settings)
     session_id = new_session_id()
     started = time.monotonic()
@@ -338,10 +338,14 @@ async def verify_pipeline(
             while time.monotonic() < min(resend_at, started + timeout_s):
                 for doc_id in sent:
                     try:
-                        found = await asyncio.to_thread(client.get, index=settings.index_name,
-                                                        id=doc_id)
-                    except NotFoundError:
-                        continue
+                        with opensearch_errors(ProvisionError, "read the check record from",
+                                               f"index {settings.index_name!r}"):
+                            found = await asyncio.to_thread(client.get,
+                                                            index=settings.index_name, id=doc_id)
+                    except ProvisionError as exc:
+                        if exc.code == "404":
+                            continue
+                        raise
                     return PipelineCheck(doc_id, len(sent), round(time.monotonic() - started, 3),
                                          found["_source"])
                 await asyncio.sleep(0.5)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from hrnb.boundary import file_errors
 from hrnb.config import Settings
 from hrnb.errors import StackError
 
@@ -135,7 +136,8 @@ def up(settings: Settings, *, progress: Progress | None = None, poller: bool = T
     say = progress or (lambda message: log.info("%s", message))
     paths = _paths(settings)
     for directory in (paths.pids, paths.logs):
-        directory.mkdir(parents=True, exist_ok=True)
+        with file_errors("create the state directory", directory, error=StackError):
+            directory.mkdir(parents=True, exist_ok=True)
     started: list[str] = []
     try:
         aws = _aws_status(settings, paths)
@@ -283,7 +285,8 @@ def _java_major(java: Path) -> int | None:
 # --- starting ------------------------------------------------------------------------------
 def _spawn(paths: _Paths, service: str, command: list[str], env: dict[str, str]) -> int:
     log_path = paths.log_file(service)
-    with open(log_path, "ab") as log_file:
+    with file_errors(f"start {service} with its log in", log_path, error=StackError), \
+            open(log_path, "ab") as log_file:
         process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -292,7 +295,9 @@ def _spawn(paths: _Paths, service: str, command: list[str], env: dict[str, str])
             env=env,
             start_new_session=True,  # its own process group: down stops the whole tree
         )
-    paths.pid_file(service).write_text(f"{process.pid}\n")
+    with file_errors(f"record the pid of {service} in", paths.pid_file(service),
+                     error=StackError):
+        paths.pid_file(service).write_text(f"{process.pid}\n")
     return process.pid
 
 
@@ -312,7 +317,8 @@ def _start_opensearch(settings: Settings, paths: _Paths, home: Path) -> None:
     java_home = find_java()
     data, os_logs, tmp = (paths.state / "opensearch" / d for d in ("data", "logs", "tmp"))
     for directory in (data, os_logs, tmp):
-        directory.mkdir(parents=True, exist_ok=True)
+        with file_errors("create OpenSearch's directory", directory, error=StackError):
+            directory.mkdir(parents=True, exist_ok=True)
     heap = settings.opensearch_heap_mb
     env = dict(os.environ)
     env.update(
@@ -464,8 +470,13 @@ def _reap(pid: int) -> None:
 def _read_pid(paths: _Paths, service: str) -> int | None:
     """The pid hrnb recorded for ``service`` if that process still runs (zombies count as gone)."""
     try:
-        pid = int(paths.pid_file(service).read_text().strip())
-    except (FileNotFoundError, ValueError):
+        with file_errors("read the pid file", paths.pid_file(service), error=StackError):
+            pid = int(paths.pid_file(service).read_text().strip())
+    except StackError as exc:
+        if exc.code == "ENOENT":  # nothing recorded: hrnb did not start it
+            return None
+        raise
+    except ValueError:
         return None
     _reap(pid)
     try:

@@ -42,9 +42,10 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from hrnb.boundary import aws_error, aws_errors
 from hrnb.clients import aws_client
 from hrnb.config import Settings
 from hrnb.errors import ConfigError, ProducerError, ProvisionError, SpoolFullError
@@ -220,27 +221,31 @@ def ensure_local_stream(
     """Make sure the stream exists: created on the local target, required on AWS."""
     client = client or aws_client(settings, "kinesis")
     name = stream_name or settings.stream_name
+    resource = f"Kinesis stream {name!r}"
     try:
-        summary = client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+        with aws_errors(ProvisionError, "kinesis", "look up", resource):
+            summary = client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
         created = False
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
-            raise ProvisionError(f"cannot look up Kinesis stream {name!r}: {exc}",
-                                 resource=name) from exc
+    except ProvisionError as exc:
+        if exc.code != "ResourceNotFoundException":
+            raise
         if not settings.is_local:
             raise ProvisionError(
-                f"Kinesis stream {name!r} does not exist in {settings.region}; "
+                f"{resource} does not exist in {settings.region}; "
                 "run 'hrnb setup' first to create the pipeline",
-                resource=name,
+                service="kinesis", action="look up", code=exc.code, resource=name,
             ) from None
-        if settings.stream_shards:
-            client.create_stream(StreamName=name, ShardCount=settings.stream_shards)
-        else:
-            client.create_stream(StreamName=name, StreamModeDetails={"StreamMode": "ON_DEMAND"})
-        client.get_waiter("stream_exists").wait(
-            StreamName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
-        )
-        summary = client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+        with aws_errors(ProvisionError, "kinesis", "create", resource):
+            if settings.stream_shards:
+                client.create_stream(StreamName=name, ShardCount=settings.stream_shards)
+            else:
+                client.create_stream(StreamName=name,
+                                     StreamModeDetails={"StreamMode": "ON_DEMAND"})
+            client.get_waiter("stream_exists").wait(
+                StreamName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+            )
+            summary = client.describe_stream_summary(
+                StreamName=name)["StreamDescriptionSummary"]
         created = True
         logger.info("created Kinesis stream %s on the local stack", name)
     return StreamStatus(
@@ -670,9 +675,14 @@ class KinesisProducer:
             code = error.get("Code", "Unknown")
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if not is_retryable(code, status):
-                raise ProducerError(_fatal_message(self.stream_name, code, str(exc))) from exc
-        except (BotoConnectionError, HTTPClientError) as exc:
+                raise ProducerError(_fatal_message(self.stream_name, code, str(exc)),
+                                    service="kinesis", action="put records to", code=code,
+                                    resource=self.stream_name) from exc
+        except (BotoConnectionError, HTTPClientError) as exc:  # retried, see the module doc
             code = type(exc).__name__
+        except BotoCoreError as exc:  # no credentials or region: no retry can fix it
+            raise aws_error(exc, ProducerError, "kinesis", "put records to",
+                            f"stream {self.stream_name!r}") from exc
         else:
             self._send_ms.append((time.perf_counter() - started) * 1000)
             return sort_out_response(batch, response)
