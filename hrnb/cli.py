@@ -18,6 +18,7 @@ from hrnb import __version__
 from hrnb.boundary import file_errors
 from hrnb.config import Settings
 from hrnb.errors import ConfigError, HrnbError
+from hrnb.wire.alert import DEFAULT_ALERT_THRESHOLD_BPM, check_alert_threshold
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -266,8 +267,10 @@ def _query(args: argparse.Namespace, settings: Settings) -> int:
     from hrnb.search_client import opensearch_client
 
     if args.minutes is not None and not (math.isfinite(args.minutes) and args.minutes > 0):
-        raise ConfigError(f"--minutes must be a positive number, got {args.minutes}",
+        raise ConfigError(f"--minutes must be positive, got {args.minutes}",
                           setting="minutes")
+    if args.threshold is not None:
+        check_alert_threshold(args.threshold, setting="--threshold")
     if args.csv:
         _check_writable(args.csv, "--csv")
     zones = None
@@ -390,7 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--interval", default="5s", help="bucket size of last-per-interval (5s)")
     ask.add_argument("--max-hr", type=int, help="max heart rate for zones (bpm)")
     ask.add_argument("--resting-hr", type=int, help="resting heart rate: Karvonen zones (bpm)")
-    ask.add_argument("--threshold", type=int, help="alert threshold (default: settings, 150)")
+    ask.add_argument("--threshold", type=int,
+                     help="alert threshold, bpm (default: HRNB_HR_ALERT_THRESHOLD_BPM or "
+                     f"{DEFAULT_ALERT_THRESHOLD_BPM})")
     ask.add_argument("--show-query", action="store_true", help="print the OpenSearch query")
     ask.add_argument("--csv", help="write the rows to this CSV file instead of printing")
     ask.set_defaults(handler=_query)

@@ -69,7 +69,7 @@ CASES = [
              "--csv /nonexistent/dir/x.csv: the directory /nonexistent/dir does not exist"),
         Case("bad-paths", ("query", "recent", "--csv", "{file}/x.csv"), "--csv"),
         Case("bad-paths", ("query", "recent", "--minutes", "nan"),
-             "--minutes must be a positive number, got nan"),
+             "--minutes must be positive, got nan"),
         Case("bad-paths", ("stream", "--source", "replay:{tmp}"),
              "replay reads .fit or .csv files"),
         Case("bad-paths", ("demo", "--build-dir", "/nonexistent/build"), "no Lambda build"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import signal
 import sqlite3
 import subprocess
@@ -46,9 +45,7 @@ from hrnb.errors import ConfigError, ProducerError, ProvisionError, RecordError,
 from hrnb.stream.producer import (
     KinesisProducer,
     LatencyPercentiles,
-    backoff_delay,
     ensure_local_stream,
-    is_retryable,
     kinesis_client,
     percentiles,
     plan_batch,
@@ -97,26 +94,10 @@ def test_the_response_is_split_into_acknowledged_and_failed_entries() -> None:
         sort_out_response(batch, {"Records": [{}, {}]})
 
 
-def test_backoff_grows_exponentially_with_full_jitter_up_to_the_cap() -> None:
-    rng = random.Random(1)
-    for attempt, ceiling in [(1, 0.1), (2, 0.2), (3, 0.4), (6, 3.2), (7, 5.0), (30, 5.0)]:
-        delays = [backoff_delay(attempt, base_s=0.1, max_s=5.0, rng=rng) for _ in range(300)]
-        assert all(0 <= d <= ceiling for d in delays)
-        assert max(delays) > 0.8 * ceiling  # the whole range is used: jitter, not a constant
-        assert min(delays) < 0.2 * ceiling
-
-
-def test_throttling_internal_failures_and_5xx_are_retryable_others_are_not() -> None:
-    assert is_retryable("ProvisionedThroughputExceededException")
-    assert is_retryable("InternalFailure")
-    assert is_retryable("Anything", 503)
-    assert is_retryable("TooManyRequests", 429)
-    assert not is_retryable("ResourceNotFoundException", 400)
-    assert not is_retryable("AccessDeniedException", 400)
-
-
-def test_percentiles_use_the_nearest_rank() -> None:
-    assert percentiles(float(v) for v in range(1, 101)) == LatencyPercentiles(50.0, 95.0, 99.0, 100)
+def test_percentiles_interpolate_between_ranks() -> None:
+    result = percentiles(float(v) for v in range(1, 101))
+    assert (result.p50_ms, result.p95_ms, result.p99_ms) == pytest.approx((50.5, 95.05, 99.01))
+    assert result.samples == 100
     assert percentiles([]) == LatencyPercentiles(None, None, None, 0)
     assert percentiles([4.0]) == LatencyPercentiles(4.0, 4.0, 4.0, 1)
 

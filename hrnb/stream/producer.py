@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import random
 import time
 from collections import Counter, deque
@@ -49,8 +48,10 @@ from hrnb.boundary import aws_error, aws_errors
 from hrnb.clients import aws_client
 from hrnb.config import Settings
 from hrnb.errors import ConfigError, ProducerError, ProvisionError, SpoolFullError
+from hrnb.metrics import percentile
 from hrnb.stream.spool import DEFAULT_MAX_BYTES, Spool, SpooledRecord, SpoolEntry
 from hrnb.wire.records import encode_record, partition_key
+from hrnb.wire.retry import backoff_s, is_retryable
 
 if TYPE_CHECKING:  # AWS shapes from the boto3 type stubs (a dev dependency)
     from mypy_boto3_kinesis import KinesisClient
@@ -66,19 +67,6 @@ MAX_RECORDS_PER_REQUEST = 500
 MAX_BYTES_PER_REQUEST = 5 * 1024 * 1024
 #: Default wait for more athletes' records before a call leaves (the live path stays fast).
 DEFAULT_LINGER_S = 0.05
-#: Error codes (whole call or single entry) that a later retry can fix.
-RETRYABLE_ERROR_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "InternalFailure",
-        "ServiceUnavailable",
-        "ThrottlingException",
-        "LimitExceededException",
-        "KMSThrottlingException",
-        "RequestTimeout",
-        "RequestTimeoutException",
-    }
-)
 _SPOOL_BURST = 1000
 _LATENCY_WINDOW = 2048
 _ROOM_AGAIN = 0.9  # a full spool accepts records again below this fraction of its bound
@@ -179,28 +167,13 @@ def sort_out_response(batch: Sequence[SpooledRecord],
     return PutOutcome(acked=tuple(acked), failed=tuple(failed))
 
 
-def backoff_delay(attempt: int, *, base_s: float, max_s: float, rng: random.Random) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(max_s, base_s * 2**(attempt-1))]."""
-    return rng.uniform(0.0, min(max_s, base_s * 2 ** max(0, attempt - 1)))
-
-
-def is_retryable(code: str, http_status: int | None = None) -> bool:
-    """True for throttling, internal failures and any 5xx/429: a later retry can succeed."""
-    if code in RETRYABLE_ERROR_CODES:
-        return True
-    return http_status is not None and (http_status == 429 or http_status >= 500)
-
-
 def percentiles(values: Iterable[float]) -> LatencyPercentiles:
-    """Nearest-rank p50/p95/p99 of ``values`` (milliseconds)."""
+    """p50/p95/p99 of ``values`` (milliseconds), as :func:`hrnb.metrics.percentile` defines."""
     ordered = sorted(values)
     if not ordered:
         return LatencyPercentiles(None, None, None, 0)
-
-    def rank(q: float) -> float:
-        return ordered[max(0, math.ceil(q * len(ordered) - 1e-9) - 1)]
-
-    return LatencyPercentiles(rank(0.50), rank(0.95), rank(0.99), len(ordered))
+    return LatencyPercentiles(percentile(ordered, 0.50), percentile(ordered, 0.95),
+                              percentile(ordered, 0.99), len(ordered))
 
 
 # --- clients and the stream ---------------------------------------------------------------------
@@ -650,7 +623,7 @@ class KinesisProducer:
         for record, _ in failed:
             key = record.partition_key
             self._failures_in_a_row[key] = self._failures_in_a_row.get(key, 0) + 1
-            self._retry_at[key] = now + backoff_delay(
+            self._retry_at[key] = now + backoff_s(
                 self._failures_in_a_row[key],
                 base_s=self._backoff_base_s,
                 max_s=self._backoff_max_s,

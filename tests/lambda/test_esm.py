@@ -28,9 +28,6 @@ from hrnb.config import Settings
 from hrnb.errors import StackError
 from hrnb.local.code_store import store_local_code, unpacked_code
 from hrnb.local.poller import (
-    backoff_s,
-    batch_length,
-    first_to_retry,
     read_status,
     status_lines,
 )
@@ -309,29 +306,6 @@ def test_the_event_has_lambdas_kinesis_shape(
         assert record["eventName"] == "aws:kinesis:record"
         assert record["kinesis"]["kinesisSchemaVersion"] == "1.0"
         assert isinstance(record["kinesis"]["approximateArrivalTimestamp"], float)
-
-
-def test_first_to_retry_follows_lambdas_rules() -> None:
-    batch = ["11", "12", "13", "14"]
-    assert first_to_retry({"batchItemFailures": []}, batch) is None
-    assert first_to_retry(None, batch) is None
-    assert first_to_retry({"batchItemFailures": [{"itemIdentifier": "14"},
-                                                 {"itemIdentifier": "12"}]}, batch) == 1
-    # An answer Lambda cannot read fails the whole batch.
-    assert first_to_retry({"batchItemFailures": [{"itemIdentifier": "99"}]}, batch) == 0
-    assert first_to_retry({"batchItemFailures": [{"itemIdentifier": ""}]}, batch) == 0
-    assert first_to_retry({"batchItemFailures": [{}]}, batch) == 0
-    assert first_to_retry({"batchItemFailures": "12"}, batch) == 0
-
-
-def test_batches_stay_within_batch_size_and_the_payload_limit() -> None:
-    small = [{"Data": b"x" * 100}] * 10
-    assert batch_length(small, 4) == 4
-    assert batch_length(small[:3], 4) == 3
-    big = [{"Data": b"x" * 1024 * 1024}] * 10  # 1 MiB each, the Kinesis maximum
-    assert batch_length(big, 10) == 4  # 4 x 1.33 MiB base64 fits 6 MB, 5 does not
-    assert batch_length(big, 10, max_event_bytes=1) == 1  # never zero
-    assert [backoff_s(n) for n in (1, 2, 3, 10)] == [0.5, 1.0, 2.0, 30.0]
 
 
 def test_code_is_checked_against_its_digest_before_it_runs(
