@@ -13,17 +13,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+from support import free_port
 
 from hrnb.config import Settings
 from hrnb.local import launcher
 
 pytestmark = pytest.mark.stack
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _hrnb(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -41,8 +36,8 @@ def private_env(tmp_path_factory: pytest.TempPathFactory, settings: Settings) ->
     env.update(
         HRNB_STATE_DIR=str(state),
         HRNB_CACHE_DIR=str(settings.cache_dir),
-        HRNB_AWS_PORT=str(_free_port()),
-        HRNB_OPENSEARCH_PORT=str(_free_port()),
+        HRNB_AWS_PORT=str(free_port()),
+        HRNB_OPENSEARCH_PORT=str(free_port()),
     )
     return env
 
@@ -118,8 +113,8 @@ def test_missing_java_names_it_and_the_install_command(private_env: dict[str, st
         PATH=str(empty_bin),
         JAVA_HOME=str(tmp_path / "no-such-jdk"),
         HRNB_STATE_DIR=str(tmp_path / "state"),
-        HRNB_AWS_PORT=str(_free_port()),
-        HRNB_OPENSEARCH_PORT=str(_free_port()),
+        HRNB_AWS_PORT=str(free_port()),
+        HRNB_OPENSEARCH_PORT=str(free_port()),
     )
     result = _hrnb(env, "local", "up", "--no-poller")
     assert result.returncode == 1

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from e2e_helpers import Pipeline, PollerProcess, say, wait_until
+from support import free_port
 from support.faultproxy import FaultProxy
 
 from hrnb import provision
@@ -39,12 +39,6 @@ def lambda_artifacts(tmp_path_factory: pytest.TempPathFactory) -> provision.Lamb
     out_dir = tmp_path_factory.mktemp("e2e-lambda")
     build(out_dir)
     return provision.LambdaArtifacts.from_build_dir(out_dir)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from opensearchpy import helpers
+from support import put_payloads, read_shard
 
 from hrnb.config import Settings
 from hrnb.live import DASH, LiveModel
@@ -294,24 +295,11 @@ class Pipeline:
 
     def stream_records(self, shard_id: str) -> list[dict[str, Any]]:
         """Every record of one shard, from its start, as GetRecords returns them."""
-        iterator = self.kinesis.get_shard_iterator(
-            StreamName=self.stream_name, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON",
-        )["ShardIterator"]
-        records: list[dict[str, Any]] = []
-        while iterator:
-            page = self.kinesis.get_records(ShardIterator=iterator, Limit=10000)
-            records += page["Records"]
-            if not page["Records"]:
-                break
-            iterator = page.get("NextShardIterator")
-        return records
+        return read_shard(self.kinesis, self.stream_name, shard_id)
 
     def put_raw(self, payloads: Sequence[bytes], partition_key: str) -> list[str]:
         """Write payloads on the stream as any other writer could; their sequence numbers."""
-        answer = self.kinesis.put_records(StreamName=self.stream_name, Records=[
-            {"Data": data, "PartitionKey": partition_key} for data in payloads])
-        assert answer["FailedRecordCount"] == 0, answer
-        return [entry["SequenceNumber"] for entry in answer["Records"]]
+        return put_payloads(self.kinesis, self.stream_name, payloads, partition_key)
 
     # --- OpenSearch ----------------------------------------------------------------------
     def count(self, index: str | None = None) -> int:
