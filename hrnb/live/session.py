@@ -33,7 +33,7 @@ from hrnb.boundary import file_errors, opensearch_errors
 from hrnb.config import Settings
 from hrnb.errors import HrnbError, ProvisionError
 from hrnb.live.dashboard import LiveDashboard
-from hrnb.live.indexed import IndexedStatus
+from hrnb.live.indexed import IndexedStatus, indexed_rows
 from hrnb.search_client import opensearch_client
 from hrnb.sources.base import HeartRateSource, new_session_id, utc_now_ms
 from hrnb.stream.producer import KinesisProducer, ensure_local_stream
@@ -238,25 +238,21 @@ class LiveSession:
     def _report(self, summary: StreamSummary, caught_up: bool) -> SessionReport:
         client = self.dashboard.client or opensearch_client(self.settings)
         index = self.settings.index_name
-        athletes = []
-        for window in self.dashboard.model.athletes.values():
-            if window.session_id is None:
-                continue
-            found = query.index_progress(client, index, athlete_id=window.athlete_id,
-                                         session_id=window.session_id).df
-            missing = query.missing_seqs(client, index, window.athlete_id, window.session_id,
-                                         window.seen.ranges()).df
-            athletes.append(AthleteReport(
-                athlete_id=window.athlete_id,
-                session_id=window.session_id,
-                samples=window.samples_seen,
-                indexable=window.seen.count,
-                indexed=int(found["indexed"].sum()),
-                missing=int(missing["count"].sum()),
-                missing_runs=", ".join(
-                    f"{a}" if a == b else f"{a}–{b}"
-                    for a, b in zip(missing["first_seq"], missing["last_seq"], strict=True)),
-            ))
+        model = self.dashboard.model
+        # No grace period: the session is over, every sample seen should be indexed by now.
+        rows = indexed_rows(client, index, model.progress(self.dashboard.clock(), grace_s=0.0))
+        athletes = [
+            AthleteReport(
+                athlete_id=row.athlete_id,
+                session_id=row.session_id,
+                samples=model.athletes[row.athlete_id].samples_seen,
+                indexable=row.seen_live,
+                indexed=row.indexed,
+                missing=row.missing,
+                missing_runs=row.missing_runs,
+            )
+            for row in rows
+        ]
         sessions = [a.session_id for a in athletes]
         latency: dict[str, dict[str, float | int | None]] = {}
         alerts: list[dict[str, Any]] = []
