@@ -22,6 +22,7 @@ from support import (
     Key,
     check_delivery,
     child_producer_main,
+    free_port,
     key_of,
     make_test_record,
     read_stream,
@@ -128,6 +129,25 @@ async def test_submit_needs_a_running_producer_and_a_valid_record(tmp_path: Path
         await producer.close(timeout=0)
 
 
+@run_async
+async def test_persisted_returns_once_every_accepted_record_is_on_disk(tmp_path: Path) -> None:
+    """Nothing answers at the endpoint, so every record stays in the spool: persisted() is the
+    moment they are all there, with no sleep to guess it."""
+    unreachable = Settings.from_env(target="local", aws_endpoint_url=f"http://127.0.0.1:{free_port()}")
+    producer = KinesisProducer(kinesis_client(unreachable), "s", spool_path=tmp_path / "spool.db")
+    with pytest.raises(ProducerError, match="has not started"):
+        await producer.persisted()
+    await producer.start()
+    try:
+        for seq in range(500):
+            producer.submit(make_test_record(f"athlete-{seq % 7}", "s1", seq))
+        await producer.persisted()
+        assert spooled_on_disk(tmp_path / "spool.db") == 500
+        assert producer.metrics().queue_depth == 0
+    finally:
+        await producer.close(timeout=0)
+
+
 # --- against the emulated Kinesis, through the fault proxy ----------------------------------------
 
 @pytest.fixture
@@ -170,7 +190,7 @@ async def submit_steadily(
             record = make_test_record(f"athlete-{athlete}", session, seq)
             producer.submit(record)
             keys.append(key_of(record))
-        await asyncio.sleep(1 / rate_hz)
+        await asyncio.sleep(1 / rate_hz)  # the submission rate is the scenario
     return keys
 
 
@@ -264,7 +284,7 @@ async def test_answers_slower_than_the_read_timeout_are_retried(
     for _ in range(50):  # the last late call may still be on its way to the emulator
         if proxy.counters().forwarded == metrics.calls:
             break
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # polling interval
 
     report = check_delivery(read_stream(kinesis, stream), keys)
     assert report.exactly_once_in_order, report
@@ -284,12 +304,13 @@ async def test_an_outage_mid_session_is_spooled_then_drained_in_order(
     spool_path = tmp_path / "spool.db"
     async with producer_through(proxy, settings, stream, spool_path) as producer:
         session = asyncio.create_task(submit_steadily(producer, 3, 160, rate_hz=10))
-        await asyncio.sleep(3)
+        # The sleeps are the scenario's phases: 3 s healthy, 2 s of lost answers, 8 s refused.
+        await asyncio.sleep(3)  # a phase of the scenario
         proxy.set_fault(Drop(after_forward=True))  # stored by the emulator, answer lost
-        await asyncio.sleep(2)
+        await asyncio.sleep(2)  # a phase of the scenario
         proxy.set_fault(Refuse())
         sent_at_outage = producer.metrics().sent
-        await asyncio.sleep(8)
+        await asyncio.sleep(8)  # a phase of the scenario
         during = producer.metrics()
         on_disk = spooled_on_disk(spool_path)
         proxy.clear()
@@ -381,7 +402,7 @@ async def test_a_full_spool_refuses_new_records_loudly_and_keeps_the_accepted_on
                     refused += 1
                     continue
                 accepted.append(key_of(record))
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # yields to the producer's tasks between rounds
         full = producer.metrics()
         proxy.clear()
         metrics = await producer.flush(timeout=120)

@@ -362,6 +362,22 @@ class KinesisProducer:
             asyncio.create_task(self._guarded(self._send_forever()), name="hrnb-sender"),
         ]
 
+    async def persisted(self) -> None:
+        """Wait until every record accepted so far is in the on-disk spool: from then on a
+        crash of this process loses none of them. Raises ProducerError if the producer stopped
+        for good first."""
+        if self._state == "new":
+            raise ProducerError("the producer has not started; nothing is being spooled")
+        written = asyncio.ensure_future(self._queue.join())
+        stopped = asyncio.ensure_future(self._idle.wait())  # also set when the producer fails
+        try:
+            await asyncio.wait({written, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            written.cancel()
+            stopped.cancel()
+        if self._error is not None:
+            raise ProducerError(str(self._error)) from self._error
+
     async def flush(self, timeout: float | None = None) -> ProducerMetrics:
         """Wait until every accepted record is acknowledged, or ``timeout`` seconds pass.
 

@@ -88,7 +88,7 @@ def jupyterlab(root: Path, workdir: Path, env: Mapping[str, str] | None = None,
             if time.monotonic() > deadline:
                 raise RuntimeError(f"JupyterLab did not answer within {timeout_s:.0f} s; "
                                    f"see {log}")
-            time.sleep(0.5)
+            time.sleep(0.5)  # polling interval until JupyterLab answers
         yield Lab(url, token, root, log)
     finally:
         stop_group(process)

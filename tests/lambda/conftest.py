@@ -20,13 +20,7 @@ from hrnb.local.code_store import store_local_code, unpacked_code
 from hrnb.local.worker import FunctionSpec, LambdaWorker, find_runtime_python
 from hrnb.wire.index_schema import dead_letter_template, index_template
 from hrnb.wire.kinesis import KinesisEvent, kinesis_event
-from infra_scripts.build_lambda import BuildResult, build
-
-
-@pytest.fixture(scope="session")
-def lambda_build(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
-    """The function zip and both layers, built once per test session."""
-    return build(tmp_path_factory.mktemp("lambda-build"))
+from infra_scripts.build_lambda import BuildResult
 
 
 @dataclass(frozen=True)

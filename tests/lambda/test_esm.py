@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 from lambda_helpers import Indices, encoded, good_record
-from support import create_function
+from support import create_function, wait_until
 from support.sigv4_gateway import BulkThrottlingProxy
 
 from hrnb.config import Settings
@@ -41,16 +40,6 @@ EVENT_RECORD_KEYS = {"kinesis", "eventSource", "eventVersion", "eventID", "event
 EVENT_PAYLOAD_KEYS = {"kinesisSchemaVersion", "partitionKey", "sequenceNumber", "data",
                       "approximateArrivalTimestamp"}
 EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
-
-
-def wait_until(check: Callable[[], Any], *, timeout_s: float = 30, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what or check}")
 
 
 @dataclass

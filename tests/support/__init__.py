@@ -43,6 +43,32 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def wait_until(check: Callable[[], Any], *, timeout_s: float = 30.0, what: str = "",
+               interval_s: float = 0.1) -> Any:
+    """Poll ``check`` until it returns something true (its value); AssertionError naming
+    ``what`` after ``timeout_s``. The sleep is the polling interval: the wait ends on the
+    condition, not on a guess of how long something takes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval_s)  # the polling interval (see the docstring)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what or check}")
+
+
+async def eventually(check: Callable[[], Any], *, timeout_s: float = 10.0, what: str = "",
+                     interval_s: float = 0.01) -> Any:
+    """:func:`wait_until` on the event loop: the loop's other tasks run between polls."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        await asyncio.sleep(interval_s)  # the polling interval, see wait_until
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what or check}")
+
+
 def key_of(record: Record) -> Key:
     return (record["athlete_id"], record["session_id"], record["seq"])
 
@@ -220,10 +246,10 @@ def child_producer_main(argv: Sequence[str]) -> None:
                 producer.submit(make_test_record(f"athlete-{athlete}", session, seq))
                 submitted += 1
             print(f"submitted {submitted}", flush=True)
-            await asyncio.sleep(0.005 * int(athletes))
-        await asyncio.sleep(0.5)  # the spooler writes within milliseconds; leave it time anyway
+            await asyncio.sleep(0.005 * int(athletes))  # pacing: about 200 records a second
+        await producer.persisted()
         print("done", flush=True)
-        await asyncio.sleep(3600)
+        await asyncio.sleep(3600)  # waits to be killed: the test's crash
 
     asyncio.run(run())
 
