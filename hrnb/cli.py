@@ -146,11 +146,18 @@ def _stream(args: argparse.Namespace, settings: Settings) -> int:
         spool_path=args.spool,
     )
 
+    shown = False
+
     def show(progress: streaming.StreamProgress) -> None:
+        nonlocal shown
+        shown = True
         print("\r" + streaming.format_progress(progress), end="", file=sys.stderr, flush=True)
 
-    summary = asyncio.run(streaming.run_stream(options, settings, on_progress=show))
-    print(file=sys.stderr)
+    try:
+        summary = asyncio.run(streaming.run_stream(options, settings, on_progress=show))
+    finally:
+        if shown:  # end the progress line, so an error starts a line of its own
+            print(file=sys.stderr)
     print(streaming.format_summary(summary))
     return 0 if summary.complete else 1
 

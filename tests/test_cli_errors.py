@@ -9,17 +9,22 @@ fixture), so the whole matrix costs about as much as its slowest command.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from support import free_port
+
+from hrnb.clients import aws_client
+from hrnb.config import Settings
 
 #: Commands run on the target that applies; the scenario supplies the environment.
 HRNB = (sys.executable, "-m", "hrnb")
@@ -93,6 +98,7 @@ class World:
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     tmp = tmp_path_factory.mktemp("cli-errors")
     (tmp / "a-file").write_text("not a directory\n")
+    (tmp / "binary.csv").write_bytes(b"\xff\xfe" + bytes(range(256)) * 4)
     (tmp / "build").mkdir()
     (tmp / "build" / "manifest.json").write_text(json.dumps({  # zips never read: set-up
         "function": {"file": "function.zip"}, "handler": "handler.lambda_handler",  # fails first
@@ -118,10 +124,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
         "aws-no-credentials": no_credentials})
 
 
-def _run(case: Case, world: World) -> subprocess.CompletedProcess[str]:
+def _run(case: Case, world: World,
+         environments: Mapping[str, Mapping[str, str]] | None = None,
+         ) -> subprocess.CompletedProcess[str]:
     places = {"file": world.file, "build": world.build, "tmp": world.tmp}
     args = [arg.format(**places) for arg in case.args]
-    env = {**world.environments[case.scenario],
+    env = {**(environments or world.environments)[case.scenario],
            **{name: value.format(**places) for name, value in case.env.items()}}
     return subprocess.run([*HRNB, *args], capture_output=True, text=True, timeout=120,
                           env=env, stdin=subprocess.DEVNULL, cwd=world.tmp)
@@ -139,7 +147,59 @@ def results(world: World) -> list[subprocess.CompletedProcess[str]]:
     ids=[f"{case.scenario}:{' '.join(case.args)}" for case in CASES])
 def test_one_line_no_traceback(number: int, results: list[subprocess.CompletedProcess[str]]
                                ) -> None:
-    case, result = CASES[number], results[number]
+    _check(CASES[number], results[number])
+
+
+#: Cases that need the emulator up (the failure comes after the stream exists).
+STACK_CASES = [
+    Case("opensearch-down", ("setup", "--build-dir", "{build}"), "OpenSearch does not answer"),
+    Case("opensearch-down", ("teardown", "--yes"), "OpenSearch does not answer"),
+    Case("bad-paths", ("stream", "--source", "replay:{tmp}/binary.csv", "--flush-timeout", "5"),
+         "is not a UTF-8 CSV text file"),
+    Case("bad-paths", ("stream", "--duration", "1", "--spool", "{file}/spool.sqlite3"),
+         "cannot open the spool"),
+]
+
+
+@pytest.fixture(scope="module")
+def stack_results(settings: Settings, world: World,
+                  ) -> Iterator[list[subprocess.CompletedProcess[str]]]:
+    """STACK_CASES on the running stack under a prefix and indices of their own: set-up and
+    then teardown with OpenSearch down (in that order), the stream cases meanwhile; a teardown
+    with OpenSearch up removes what set-up created."""
+    prefix = f"clierr{uuid.uuid4().hex[:6]}"
+    up = {**world.environments["bad-paths"], "HRNB_PREFIX": prefix,
+          "HRNB_INDEX_NAME": f"{prefix}-hr", "HRNB_DLQ_INDEX_NAME": f"{prefix}-hr-dlq",
+          "HRNB_STATE_DIR": str(world.tmp / prefix),
+          "HRNB_AWS_ENDPOINT_URL": str(settings.resolved_aws_endpoint_url),
+          "HRNB_OPENSEARCH_URL": str(settings.resolved_opensearch_url)}
+    down = {**up, "HRNB_OPENSEARCH_URL": f"http://127.0.0.1:{free_port()}"}
+    own_stream = {**up, "HRNB_PREFIX": f"{prefix}s"}  # set-up must create its stream itself
+    environments = {"opensearch-down": down, "bad-paths": own_stream}
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        in_order = pool.submit(lambda: [_run(case, world, environments)
+                                        for case in STACK_CASES[:2]])
+        streams = list(pool.map(lambda case: _run(case, world, environments), STACK_CASES[2:]))
+        outcomes = [*in_order.result(), *streams]
+    yield outcomes
+    cleanup = subprocess.run([*HRNB, "teardown", "--yes"], capture_output=True, text=True,
+                             timeout=300, env=up, stdin=subprocess.DEVNULL)
+    assert "nothing hrnb created remains" in cleanup.stdout, cleanup.stderr
+    kinesis = aws_client(settings, "kinesis")
+    with contextlib.suppress(kinesis.exceptions.ResourceNotFoundException):
+        kinesis.delete_stream(StreamName=f"{prefix}s-hr-stream")
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize(
+    "number", range(len(STACK_CASES)),
+    ids=[f"{case.scenario}:{' '.join(case.args)}" for case in STACK_CASES])
+def test_one_line_no_traceback_on_the_stack(
+    number: int, stack_results: list[subprocess.CompletedProcess[str]]) -> None:
+    _check(STACK_CASES[number], stack_results[number])
+
+
+def _check(case: Case, result: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in result.stderr, result.stderr
     if case.report is not None:  # status says "not running", down "nothing to stop"
         assert result.returncode == case.report, result.stderr
