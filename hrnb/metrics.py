@@ -39,7 +39,7 @@ def percentile(ordered: Sequence[float], q: float) -> float:
     """The ``q`` quantile (0..1) of non-empty, ascending ``ordered``, interpolating linearly
     between the closest ranks: numpy's default and ``statistics.quantiles(method="inclusive")``.
     The producer's metrics, the latency query and the benchmarks all report this one."""
-    if not ordered:
+    if len(ordered) == 0:
         raise ValueError("no values to take a percentile of")
     if not 0 <= q <= 1:
         raise ValueError(f"q must be within 0..1, got {q}")

@@ -281,7 +281,7 @@ def test_dashboard_tick_turns_a_silent_athlete_to_dash() -> None:
         await dashboard.start()
         assert dashboard.running and len(dashboard._tasks) == 1  # no client: no index tasks
         clock.now = at(30)
-        after = await eventually(lambda: DASH in dashboard.header.value
+        after = await eventually(lambda: "no data for 30 s" in dashboard.header.value
                                  and dashboard.header.value, what="the tick's redraw")
         await dashboard.stop()
         assert not dashboard.running and not dashboard._tasks
