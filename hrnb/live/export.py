@@ -17,7 +17,8 @@ DEBIAN_CHROMIUM = Path("/usr/bin/chromium")
 def export_html(figure: go.Figure, path: str | Path) -> Path:
     """A self-contained HTML file (plotly.js embedded: it opens offline)."""
     target = Path(path)
-    go.Figure(figure).write_html(target, include_plotlyjs=True, full_html=True)
+    with file_errors("write", target, error=ExportError):
+        go.Figure(figure).write_html(target, include_plotlyjs=True, full_html=True)
     return target
 
 
