@@ -208,12 +208,18 @@ def ensure_local_stream(
                 "run 'hrnb setup' first to create the pipeline",
                 service="kinesis", action="look up", code=exc.code, resource=name,
             ) from None
-        with aws_errors(ProvisionError, "kinesis", "create", resource):
-            if settings.stream_shards:
-                client.create_stream(StreamName=name, ShardCount=settings.stream_shards)
-            else:
-                client.create_stream(StreamName=name,
-                                     StreamModeDetails={"StreamMode": "ON_DEMAND"})
+        try:
+            with aws_errors(ProvisionError, "kinesis", "create", resource):
+                if settings.stream_shards:
+                    client.create_stream(StreamName=name, ShardCount=settings.stream_shards)
+                else:
+                    client.create_stream(StreamName=name,
+                                         StreamModeDetails={"StreamMode": "ON_DEMAND"})
+        except ProvisionError as race:
+            if race.code != "ResourceInUseException":
+                raise
+            # Another 'hrnb stream' created it meanwhile: wait for it as for our own.
+        with aws_errors(ProvisionError, "kinesis", "wait for", resource):
             client.get_waiter("stream_exists").wait(
                 StreamName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
             )
