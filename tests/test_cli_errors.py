@@ -83,6 +83,9 @@ CASES = [
         Case("bad-paths", ("setup", "--build-dir", "/nonexistent/build"), "/nonexistent/build"),
         Case("bad-paths", ("setup", "--build-dir", "{file}/build"), "Not a directory"),
         Case("bad-paths", ("scan", "--timeout", "0.2"), "No Bluetooth stack"),
+        Case("bad-paths", ("recording", "/nonexistent/x.fit"),
+             "cannot read /nonexistent/x.fit: No such file or directory"),
+        Case("bad-paths", ("recording", "{tmp}/binary.csv"), "is not a UTF-8 CSV text file"),
 ]
 
 
