@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
-from typing import TypeGuard
+from typing import Protocol, TypeGuard
 
 from hrnb.errors import ConfigError
 
@@ -35,7 +35,15 @@ DEFAULT_MAX_GAP_S = 5.0
 
 
 # --- percentiles -------------------------------------------------------------------------------
-def percentile(ordered: Sequence[float], q: float) -> float:
+class Ordered(Protocol):
+    """Ascending values that can be indexed: a sorted list, or a sorted numpy array."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int, /) -> float: ...
+
+
+def percentile(ordered: Ordered, q: float) -> float:
     """The ``q`` quantile (0..1) of non-empty, ascending ``ordered``, interpolating linearly
     between the closest ranks: numpy's default and ``statistics.quantiles(method="inclusive")``.
     The producer's metrics, the latency query and the benchmarks all report this one."""

@@ -43,7 +43,7 @@ class IndexedStatus:
     error: str | None = None
 
 
-def indexed_rows(client: Any, index: str,
+def indexed_rows(client: OpenSearch, index: str,
                  progress: Sequence[LiveProgress]) -> tuple[IndexedRow, ...]:
     """Each athlete's session as seen live against what the index holds (blocking: several
     searches; QueryError if one fails). The indexed panel and the session report both use it;
