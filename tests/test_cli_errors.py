@@ -85,7 +85,7 @@ CASES = [
         Case("bad-paths", ("scan", "--timeout", "0.2"), "No Bluetooth stack"),
         Case("bad-paths", ("recording", "/nonexistent/x.fit"),
              "cannot read /nonexistent/x.fit: No such file or directory"),
-        Case("bad-paths", ("recording", "{tmp}/binary.csv"), "is not a UTF-8 CSV text file"),
+        Case("bad-paths", ("recording", "{tmp}/binary.csv"), "is not a UTF-8 text CSV file"),
 ]
 
 
@@ -158,7 +158,7 @@ STACK_CASES = [
     Case("opensearch-down", ("setup", "--build-dir", "{build}"), "OpenSearch does not answer"),
     Case("opensearch-down", ("teardown", "--yes"), "OpenSearch does not answer"),
     Case("bad-paths", ("stream", "--source", "replay:{tmp}/binary.csv", "--flush-timeout", "5"),
-         "is not a UTF-8 CSV text file"),
+         "is not a UTF-8 text CSV file"),
     Case("bad-paths", ("stream", "--duration", "1", "--spool", "{file}/spool.sqlite3"),
          "cannot open the spool"),
 ]
