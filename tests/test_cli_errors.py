@@ -48,6 +48,8 @@ CASES = [
         Case("emulator-down", ("setup", "--dry-run"), "does not answer"),
         Case("emulator-down", ("teardown", "--yes"), "does not answer"),
         Case("emulator-down", ("local", "down"), "stopped: nothing", report=0),
+        Case("emulator-down", ("redrive",), "sqs does not answer"),
+        Case("emulator-down", ("policy",), "sts does not answer"),
         Case("emulator-down", ("local", "status"), "stack NOT healthy", report=1),
         # --- OpenSearch down ----------------------------------------------------------------
         Case("opensearch-down", ("query", "recent"), "OpenSearch does not answer"),
@@ -59,6 +61,8 @@ CASES = [
         Case("aws-no-credentials", ("setup", "--dry-run"), "no AWS credentials"),
         Case("aws-no-credentials", ("teardown", "--yes"), "no AWS credentials"),
         Case("aws-no-credentials", ("query", "recent"), "no AWS credentials"),
+        Case("aws-no-credentials", ("redrive",), "no AWS credentials"),
+        Case("aws-no-credentials", ("policy",), "no AWS credentials"),
         Case("aws-no-credentials", ("demo",), "local stack only"),
         Case("aws-no-credentials", ("local", "up"), "'local' target only"),
         # --- unwritable or unreadable paths -------------------------------------------------
