@@ -51,6 +51,9 @@ from urllib.parse import urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # tests/support: the helpers the tests use
+
+from support import put_payloads, read_shard  # noqa: E402
 
 from hrnb.clients import aws_client  # noqa: E402
 from hrnb.config import Settings  # noqa: E402
@@ -149,20 +152,10 @@ def stream_records(settings: Settings, count: int) -> tuple[list[dict[str, Any]]
             athlete_id="athlete-bench", session_id="bench", device_id="strap", seq=seq,
             timestamp=start + timedelta(milliseconds=500 * seq), heart_rate=60 + seq % 120,
             rr_intervals_ms=(600.0,), sensor_contact=True)) for seq in range(count)]
-        for offset in range(0, count, 500):
-            kinesis.put_records(StreamName=name, Records=[
-                {"Data": data, "PartitionKey": "athlete-bench"}
-                for data in payloads[offset:offset + 500]])
+        put_payloads(kinesis, name, payloads, "athlete-bench")
         summary = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
         shard_id = kinesis.list_shards(StreamName=name)["Shards"][0]["ShardId"]
-        iterator = kinesis.get_shard_iterator(StreamName=name, ShardId=shard_id,
-                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-        records: list[dict[str, Any]] = []
-        while len(records) < count:
-            page = kinesis.get_records(ShardIterator=iterator, Limit=10000)
-            records += page["Records"]
-            iterator = page["NextShardIterator"]
-        return records, summary["StreamARN"], shard_id
+        return read_shard(kinesis, name, shard_id, at_least=count), summary["StreamARN"], shard_id
     finally:
         kinesis.delete_stream(StreamName=name)
 

@@ -60,10 +60,12 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # tests/support: the helpers the tests use
 
 import numpy as np  # noqa: E402
 import plotly.graph_objects as go  # noqa: E402
 import psutil  # noqa: E402
+from support import free_port, key_of, read_stream  # noqa: E402
 
 from hrnb import provision  # noqa: E402
 from hrnb.clients import aws_client  # noqa: E402
@@ -271,14 +273,6 @@ def shared_emulator() -> Emulator:
     return Emulator("shared local stack", port, pid)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def private_emulator(workdir: Path, label: str, *, docker_host: str | None = None,
                      profile_to: Path | None = None) -> Iterator[Emulator]:
@@ -453,21 +447,8 @@ def wait_for_index(client: Any, index: str, wanted: int, *, stall_s: float = 30.
 
 def read_stream_keys(settings: Settings) -> Counter[tuple[str, str, int]]:
     """(athlete, session, seq) of every record on the stream, counted."""
-    kinesis = aws_client(settings, "kinesis")
-    keys: Counter[tuple[str, str, int]] = Counter()
-    for shard in kinesis.list_shards(StreamName=settings.stream_name)["Shards"]:
-        iterator = kinesis.get_shard_iterator(
-            StreamName=settings.stream_name, ShardId=shard["ShardId"],
-            ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-        while iterator:
-            page = kinesis.get_records(ShardIterator=iterator, Limit=10000)
-            for entry in page["Records"]:
-                record = json.loads(entry["Data"])
-                keys[(record["athlete_id"], record["session_id"], record["seq"])] += 1
-            if not page["Records"]:
-                break
-            iterator = page.get("NextShardIterator")
-    return keys
+    streamed = read_stream(aws_client(settings, "kinesis"), settings.stream_name)
+    return Counter(key_of(item.record) for item in streamed)
 
 
 def read_documents(client: Any, index: str) -> list[dict[str, Any]]:

@@ -35,9 +35,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from hrnb.config import Settings
-from hrnb.stream.producer import KinesisProducer, kinesis_client
-from hrnb.wire.records import Record, encode_record, make_record
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # tests/support
+
+from support import read_stream  # noqa: E402
+
+from hrnb.config import Settings  # noqa: E402
+from hrnb.stream.producer import KinesisProducer, kinesis_client  # noqa: E402
+from hrnb.wire.records import Record, encode_record, make_record  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_PARTITION_KEY = "partition-key"
@@ -122,18 +126,7 @@ def fresh_stream(settings: Settings, client: Any, expected: int) -> Iterator[str
 
 
 def count_on_stream(client: Any, stream: str) -> int:
-    total = 0
-    for shard in client.list_shards(StreamName=stream)["Shards"]:
-        iterator = client.get_shard_iterator(
-            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-        while iterator:
-            page = client.get_records(ShardIterator=iterator, Limit=10000)
-            if not page["Records"]:
-                break
-            total += len(page["Records"])
-            iterator = page.get("NextShardIterator")
-    return total
+    return len(read_stream(client, stream))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

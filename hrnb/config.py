@@ -17,6 +17,7 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 from hrnb.errors import ConfigError
+from hrnb.wire.alert import DEFAULT_ALERT_THRESHOLD_BPM, check_alert_threshold
 
 Target = Literal["local", "aws"]
 
@@ -58,7 +59,7 @@ class Settings:
     # two prefixes never share an index; an explicit name (HRNB_INDEX_NAME) is kept as given.
     index_name: str = ""
     dlq_index_name: str = ""
-    hr_alert_threshold_bpm: int = 150
+    hr_alert_threshold_bpm: int = DEFAULT_ALERT_THRESHOLD_BPM
     stream_shards: int = 0  # 0 = on-demand capacity
     # Local stack.
     aws_port: int = 5000
@@ -98,12 +99,7 @@ class Settings:
                     "(lowercase letters, digits, '_', '-', '.')",
                     setting=name,
                 )
-        if not 20 <= self.hr_alert_threshold_bpm <= 250:
-            raise ConfigError(
-                "hr_alert_threshold_bpm must be within 20..250 bpm, "
-                f"got {self.hr_alert_threshold_bpm}",
-                setting="hr_alert_threshold_bpm",
-            )
+        check_alert_threshold(self.hr_alert_threshold_bpm, setting="hr_alert_threshold_bpm")
         if not 0 <= self.stream_shards <= 500:
             raise ConfigError(
                 f"stream_shards must be 0 (on-demand) .. 500, got {self.stream_shards}",

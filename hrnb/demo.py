@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hrnb.boundary import file_errors
 from hrnb.config import Settings
 from hrnb.errors import ConfigError, HrnbError
 from hrnb.live.session import SUMMARY_FILE
@@ -52,6 +53,8 @@ def run_demo(
     if not (build_dir / "manifest.json").exists():
         raise HrnbError(f"no Lambda build in {build_dir}: run 'make lambda' first")
     out_dir = out_dir.resolve()
+    with file_errors("create the output directory", out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
     common = {"target": "local", "prefix": settings.prefix, "index_name": settings.index_name}
 
     progress("1/4 local stack")
@@ -73,7 +76,8 @@ def run_demo(
         source = notebook_path(name)
         executed.append(run_notebook(source, out_dir / source.name, parameters,
                                      timeout_s=duration_s + 600))
-    summary = json.loads((out_dir / SUMMARY_FILE).read_text())
+    with file_errors("read the session summary", out_dir / SUMMARY_FILE):
+        summary = json.loads((out_dir / SUMMARY_FILE).read_text())
     exports = tuple(sorted(p for p in out_dir.iterdir() if p.suffix in (".html", ".png")))
     return DemoResult(out_dir=out_dir, notebooks=tuple(executed), exports=exports,
                       summary=summary)

@@ -1,6 +1,7 @@
 """Heart-rate physiology as pure functions: RMSSD, zones, time in zones, threshold episodes and
-the live alert. The live chart (``hrnb.live``) and the stored-data queries (``hrnb.query``) both
-call these, so a number means the same thing on screen and in a query result.
+the live alert; and the one percentile definition of every latency figure. The live chart
+(``hrnb.live``) and the stored-data queries (``hrnb.query``) both call these, so a number means
+the same thing on screen and in a query result.
 
 Units are in the names: bpm, ms, s. Times are timezone-aware ``datetime`` (UTC).
 
@@ -21,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
-from typing import TypeGuard
+from typing import Protocol, TypeGuard
 
 from hrnb.errors import ConfigError
 
@@ -31,6 +32,29 @@ DEFAULT_ZONE_FRACTIONS = (0.5, 0.6, 0.7, 0.8, 0.9)
 ZONE_NAMES = ("Rest", "Z1 Recovery", "Z2 Endurance", "Z3 Tempo", "Z4 Threshold", "Z5 Maximum")
 #: Gap (s) beyond which consecutive samples are not taken to be continuous.
 DEFAULT_MAX_GAP_S = 5.0
+
+
+# --- percentiles -------------------------------------------------------------------------------
+class Ordered(Protocol):
+    """Ascending values that can be indexed: a sorted list, or a sorted numpy array."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int, /) -> float: ...
+
+
+def percentile(ordered: Ordered, q: float) -> float:
+    """The ``q`` quantile (0..1) of non-empty, ascending ``ordered``, interpolating linearly
+    between the closest ranks: numpy's default and ``statistics.quantiles(method="inclusive")``.
+    The producer's metrics, the latency query and the benchmarks all report this one."""
+    if len(ordered) == 0:
+        raise ValueError("no values to take a percentile of")
+    if not 0 <= q <= 1:
+        raise ValueError(f"q must be within 0..1, got {q}")
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return float(ordered[low] + (ordered[high] - ordered[low]) * (position - low))
 
 
 # --- RMSSD -------------------------------------------------------------------------------------

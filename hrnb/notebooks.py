@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hrnb.boundary import file_errors
 from hrnb.errors import HrnbError, NotebookError
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ def run_notebook(
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    output.parent.mkdir(parents=True, exist_ok=True)
+    with file_errors("create the output directory", output.parent):
+        output.parent.mkdir(parents=True, exist_ok=True)
     log.info("executing %s -> %s", source, output)
     try:
         papermill.execute_notebook(

@@ -48,15 +48,18 @@ from requests import RequestException, Session, Timeout
 from requests_aws4auth import AWS4Auth
 
 from hrnb.errors import ConfigError, RecordError
+from hrnb.wire.alert import DEFAULT_ALERT_THRESHOLD_BPM, check_alert_threshold
 from hrnb.wire.records import decode_record, document_id, format_timestamp, plausibility_problem
+from hrnb.wire.retry import is_retryable_status
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
 logger = Logger(service="hrnb-indexer", utc=True)
 
-#: Item statuses worth retrying: throttling, auth not yet propagated, timeouts, server errors.
-_RETRYABLE_4XX = frozenset({401, 403, 408, 429})
+#: Besides hrnb.wire.retry's statuses, the function retries 401/403: a new role's mapping to
+#: an OpenSearch role takes a while to reach every node.
+_AUTH_NOT_YET = frozenset({401, 403})
 #: Bulk requests stay well under the smallest domain's 10 MiB HTTP payload limit.
 _MAX_BULK_BYTES = 5 * 1024 * 1024
 _MAX_BULK_ACTIONS = 1000
@@ -89,7 +92,7 @@ class IndexerConfig:
     region: str
     index_name: str = "heart_rate"
     dlq_index_name: str = "heart_rate-dlq"
-    alert_threshold_bpm: int = 150
+    alert_threshold_bpm: int = DEFAULT_ALERT_THRESHOLD_BPM
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> IndexerConfig:
@@ -104,16 +107,9 @@ class IndexerConfig:
         region = environ.get("AWS_REGION", "").strip()
         if not region:
             raise ConfigError("AWS_REGION is not set", setting="AWS_REGION")
-        raw_threshold = environ.get("HR_ALERT_THRESHOLD", "150")
-        try:
-            threshold = int(raw_threshold)
-        except ValueError:
-            threshold = -1
-        if not 20 <= threshold <= 250:
-            raise ConfigError(
-                f"HR_ALERT_THRESHOLD={raw_threshold!r} must be a whole number of bpm in 20..250",
-                setting="HR_ALERT_THRESHOLD",
-            )
+        threshold = check_alert_threshold(
+            environ.get("HR_ALERT_THRESHOLD", str(DEFAULT_ALERT_THRESHOLD_BPM)),
+            setting="HR_ALERT_THRESHOLD")
         return cls(
             endpoint=endpoint,
             region=region,
@@ -235,7 +231,7 @@ def _format_epoch(seconds: float) -> str:
 
 def _is_retryable(status: Any) -> bool:
     """True for throttling, server errors and transport failures (status "N/A", "TIMEOUT")."""
-    return not isinstance(status, int) or status >= 500 or status in _RETRYABLE_4XX
+    return not isinstance(status, int) or is_retryable_status(status) or status in _AUTH_NOT_YET
 
 
 def bulk_chunks(deliveries: Sequence[Delivery]) -> Iterator[tuple[list[Delivery], list[str]]]:

@@ -1,16 +1,22 @@
-"""Shared fixtures: the embedded local stack (reused when running, else started and stopped)."""
+"""Shared fixtures: the embedded local stack (reused when running, else started and stopped)
+and the Lambda build (made once per test session)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from hrnb.clients import aws_client
 from hrnb.config import Settings
 from hrnb.search_client import opensearch_client
+
+if TYPE_CHECKING:
+    from hrnb.provision import LambdaArtifacts
+    from infra_scripts.build_lambda import BuildResult
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +49,26 @@ def opensearch(settings: Settings) -> Any:
 def unique_name() -> Callable[[str], str]:
     """Resource names that cannot collide between tests sharing the stack."""
     return lambda stem: f"{stem}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def lambda_build(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
+    """The function zip and both layers, built once per test session for every test that
+    needs them (the Lambda tests, the fault suite, the notebooks)."""
+    from infra_scripts.build_lambda import build
+
+    return build(tmp_path_factory.mktemp("lambda-build"))
+
+
+@pytest.fixture(scope="session")
+def lambda_build_dir(lambda_build: BuildResult) -> Path:
+    """Where :func:`lambda_build` wrote the zips and their manifest (``--build-dir``)."""
+    return lambda_build.function.path.parent
+
+
+@pytest.fixture(scope="session")
+def lambda_artifacts(lambda_build_dir: Path) -> LambdaArtifacts:
+    """The build as set-up takes it."""
+    from hrnb.provision import LambdaArtifacts
+
+    return LambdaArtifacts.from_build_dir(lambda_build_dir)

@@ -192,7 +192,7 @@ def test_sigv4_clients_sign_with_renewed_session_credentials(
         assume(), assume, "assume-role")
     auth = sigv4_auth(boto3.Session(botocore_session=botocore_session), settings.region)
     assert requests.get(f"{gateway.url}/", auth=auth, timeout=10).status_code == 200
-    time.sleep(2.5)
+    time.sleep(2.5)  # the issued credentials expire: their expiry is the scenario
     for key in issued:  # expired: AWS refuses them from now on
         gateway.known.pop(key, None)
     response = requests.get(f"{gateway.url}/", auth=auth, timeout=10)

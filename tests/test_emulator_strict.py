@@ -59,7 +59,7 @@ def _until_accepted(call: Callable[[], Any], timeout_s: float = 30.0) -> Any:
         except ClientError:
             if time.monotonic() > deadline:
                 raise
-            time.sleep(0.5)
+            time.sleep(0.5)  # polling interval
 
 
 @pytest.fixture
@@ -171,7 +171,7 @@ def test_requests_with_expired_session_credentials_are_refused(
             "token": issued["SessionToken"]}
     kinesis = _client(url, "kinesis", **keys)
     kinesis.list_streams()
-    time.sleep(1.2)
+    time.sleep(1.2)  # the 1 s credentials expire: their expiry is the scenario
     with pytest.raises(ClientError) as caught:
         kinesis.list_streams()
     assert _code(caught) == "ExpiredTokenException"
@@ -205,7 +205,7 @@ def test_each_strict_behaviour_can_be_switched_off(lenient: str) -> None:
                                ScalingType="UNIFORM_SCALING")
     issued = _client(lenient, "sts").assume_role(RoleArn=role, RoleSessionName="s",
                                                  DurationSeconds=1)["Credentials"]
-    time.sleep(1.2)
+    time.sleep(1.2)  # the 1 s credentials expire: their expiry is the scenario
     _client(lenient, "kinesis", key=issued["AccessKeyId"], secret=issued["SecretAccessKey"],
             token=issued["SessionToken"]).list_streams()
 

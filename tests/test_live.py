@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support import eventually
 
 from hrnb.config import Settings
 from hrnb.errors import ExportError
@@ -280,8 +281,8 @@ def test_dashboard_tick_turns_a_silent_athlete_to_dash() -> None:
         await dashboard.start()
         assert dashboard.running and len(dashboard._tasks) == 1  # no client: no index tasks
         clock.now = at(30)
-        await asyncio.sleep(0.1)
-        after = dashboard.header.value
+        after = await eventually(lambda: "no data for 30 s" in dashboard.header.value
+                                 and dashboard.header.value, what="the tick's redraw")
         await dashboard.stop()
         assert not dashboard.running and not dashboard._tasks
         return before, after
@@ -397,7 +398,7 @@ def test_indexed_panel_reports_a_missing_index_and_keeps_polling(settings, caplo
         dashboard.on_item(sample(0, 120))
         await dashboard.start()
         assert len(dashboard._tasks) == 3
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(0.6)  # ~10 polls per loop: a repeated failure must be told once
         await dashboard.stop()
         return dashboard
 

@@ -13,17 +13,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+from support import free_port
 
 from hrnb.config import Settings
 from hrnb.local import launcher
 
 pytestmark = pytest.mark.stack
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _hrnb(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -41,8 +36,8 @@ def private_env(tmp_path_factory: pytest.TempPathFactory, settings: Settings) ->
     env.update(
         HRNB_STATE_DIR=str(state),
         HRNB_CACHE_DIR=str(settings.cache_dir),
-        HRNB_AWS_PORT=str(_free_port()),
-        HRNB_OPENSEARCH_PORT=str(_free_port()),
+        HRNB_AWS_PORT=str(free_port()),
+        HRNB_OPENSEARCH_PORT=str(free_port()),
     )
     return env
 
@@ -118,8 +113,8 @@ def test_missing_java_names_it_and_the_install_command(private_env: dict[str, st
         PATH=str(empty_bin),
         JAVA_HOME=str(tmp_path / "no-such-jdk"),
         HRNB_STATE_DIR=str(tmp_path / "state"),
-        HRNB_AWS_PORT=str(_free_port()),
-        HRNB_OPENSEARCH_PORT=str(_free_port()),
+        HRNB_AWS_PORT=str(free_port()),
+        HRNB_OPENSEARCH_PORT=str(free_port()),
     )
     result = _hrnb(env, "local", "up", "--no-poller")
     assert result.returncode == 1
@@ -135,7 +130,7 @@ def test_a_stale_pid_file_names_nobody_hrnb_signals(tmp_path: Path, pid_file: st
     process; ``local status`` called it healthy and ``local down`` signalled its group."""
     someone = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        own = Settings(state_dir=tmp_path, aws_port=_free_port(), opensearch_port=_free_port())
+        own = Settings(state_dir=tmp_path, aws_port=free_port(), opensearch_port=free_port())
         path = tmp_path / "pids" / "poller.pid"
         path.parent.mkdir()
         if pid_file == "bare pid":  # written before pid files carried an identity

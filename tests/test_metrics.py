@@ -15,6 +15,7 @@ from hrnb.metrics import (
     ThresholdEpisode,
     ZoneBand,
     is_above,
+    percentile,
     rmssd_ms,
     rmssd_ms_over_runs,
     sample_durations_s,
@@ -184,3 +185,19 @@ def test_alert_raised_kept_with_peak_and_cleared() -> None:
         (at(5), 151, 151),
     ]
     assert update_alert(None, at(0), 151, 150).duration_s(at(12)) == 12.0
+
+
+# --- percentiles -------------------------------------------------------------------------------
+@given(st.lists(st.floats(0, 1e6, allow_nan=False), min_size=1, max_size=200),
+       st.sampled_from([0.0, 0.5, 0.95, 0.99, 1.0]))
+def test_percentile_is_numpys_linear_interpolation(values: list[float], q: float) -> None:
+    ordered = sorted(values)
+    assert percentile(ordered, q) == pytest.approx(float(np.percentile(values, q * 100)))
+
+
+def test_percentile_refuses_no_values_and_q_outside_0_to_1() -> None:
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
+    with pytest.raises(ValueError, match="no values"):
+        percentile([], 0.5)
+    with pytest.raises(ValueError, match="q must be within 0..1"):
+        percentile([1.0], 95)

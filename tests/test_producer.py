@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import signal
 import sqlite3
 import subprocess
@@ -23,6 +22,7 @@ from support import (
     Key,
     check_delivery,
     child_producer_main,
+    free_port,
     key_of,
     make_test_record,
     read_stream,
@@ -46,9 +46,7 @@ from hrnb.errors import ConfigError, ProducerError, ProvisionError, RecordError,
 from hrnb.stream.producer import (
     KinesisProducer,
     LatencyPercentiles,
-    backoff_delay,
     check_stream_ready,
-    is_retryable,
     kinesis_client,
     percentiles,
     plan_batch,
@@ -97,26 +95,10 @@ def test_the_response_is_split_into_acknowledged_and_failed_entries() -> None:
         sort_out_response(batch, {"Records": [{}, {}]})
 
 
-def test_backoff_grows_exponentially_with_full_jitter_up_to_the_cap() -> None:
-    rng = random.Random(1)
-    for attempt, ceiling in [(1, 0.1), (2, 0.2), (3, 0.4), (6, 3.2), (7, 5.0), (30, 5.0)]:
-        delays = [backoff_delay(attempt, base_s=0.1, max_s=5.0, rng=rng) for _ in range(300)]
-        assert all(0 <= d <= ceiling for d in delays)
-        assert max(delays) > 0.8 * ceiling  # the whole range is used: jitter, not a constant
-        assert min(delays) < 0.2 * ceiling
-
-
-def test_throttling_internal_failures_and_5xx_are_retryable_others_are_not() -> None:
-    assert is_retryable("ProvisionedThroughputExceededException")
-    assert is_retryable("InternalFailure")
-    assert is_retryable("Anything", 503)
-    assert is_retryable("TooManyRequests", 429)
-    assert not is_retryable("ResourceNotFoundException", 400)
-    assert not is_retryable("AccessDeniedException", 400)
-
-
-def test_percentiles_use_the_nearest_rank() -> None:
-    assert percentiles(float(v) for v in range(1, 101)) == LatencyPercentiles(50.0, 95.0, 99.0, 100)
+def test_percentiles_interpolate_between_ranks() -> None:
+    result = percentiles(float(v) for v in range(1, 101))
+    assert (result.p50_ms, result.p95_ms, result.p99_ms) == pytest.approx((50.5, 95.05, 99.01))
+    assert result.samples == 100
     assert percentiles([]) == LatencyPercentiles(None, None, None, 0)
     assert percentiles([4.0]) == LatencyPercentiles(4.0, 4.0, 4.0, 1)
 
@@ -143,6 +125,25 @@ async def test_submit_needs_a_running_producer_and_a_valid_record(tmp_path: Path
             producer.submit(bad)
         assert caught.value.field == "heart_rate"
         assert producer.metrics().submitted == 0
+    finally:
+        await producer.close(timeout=0)
+
+
+@run_async
+async def test_persisted_returns_once_every_accepted_record_is_on_disk(tmp_path: Path) -> None:
+    """Nothing answers at the endpoint, so every record stays in the spool: persisted() is the
+    moment they are all there, with no sleep to guess it."""
+    unreachable = Settings.from_env(target="local", aws_endpoint_url=f"http://127.0.0.1:{free_port()}")
+    producer = KinesisProducer(kinesis_client(unreachable), "s", spool_path=tmp_path / "spool.db")
+    with pytest.raises(ProducerError, match="has not started"):
+        await producer.persisted()
+    await producer.start()
+    try:
+        for seq in range(500):
+            producer.submit(make_test_record(f"athlete-{seq % 7}", "s1", seq))
+        await producer.persisted()
+        assert spooled_on_disk(tmp_path / "spool.db") == 500
+        assert producer.metrics().queue_depth == 0
     finally:
         await producer.close(timeout=0)
 
@@ -189,7 +190,7 @@ async def submit_steadily(
             record = make_test_record(f"athlete-{athlete}", session, seq)
             producer.submit(record)
             keys.append(key_of(record))
-        await asyncio.sleep(1 / rate_hz)
+        await asyncio.sleep(1 / rate_hz)  # the submission rate is the scenario
     return keys
 
 
@@ -283,7 +284,7 @@ async def test_answers_slower_than_the_read_timeout_are_retried(
     for _ in range(50):  # the last late call may still be on its way to the emulator
         if proxy.counters().forwarded == metrics.calls:
             break
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # polling interval
 
     report = check_delivery(read_stream(kinesis, stream), keys)
     assert report.exactly_once_in_order, report
@@ -303,12 +304,13 @@ async def test_an_outage_mid_session_is_spooled_then_drained_in_order(
     spool_path = tmp_path / "spool.db"
     async with producer_through(proxy, settings, stream, spool_path) as producer:
         session = asyncio.create_task(submit_steadily(producer, 3, 160, rate_hz=10))
-        await asyncio.sleep(3)
+        # The sleeps are the scenario's phases: 3 s healthy, 2 s of lost answers, 8 s refused.
+        await asyncio.sleep(3)  # a phase of the scenario
         proxy.set_fault(Drop(after_forward=True))  # stored by the emulator, answer lost
-        await asyncio.sleep(2)
+        await asyncio.sleep(2)  # a phase of the scenario
         proxy.set_fault(Refuse())
         sent_at_outage = producer.metrics().sent
-        await asyncio.sleep(8)
+        await asyncio.sleep(8)  # a phase of the scenario
         during = producer.metrics()
         on_disk = spooled_on_disk(spool_path)
         proxy.clear()
@@ -400,7 +402,7 @@ async def test_a_full_spool_refuses_new_records_loudly_and_keeps_the_accepted_on
                     refused += 1
                     continue
                 accepted.append(key_of(record))
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # yields to the producer's tasks between rounds
         full = producer.metrics()
         proxy.clear()
         metrics = await producer.flush(timeout=120)

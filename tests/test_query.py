@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 import pytest
 from opensearchpy import OpenSearch
 from opensearchpy.helpers import bulk
+from support import free_port
 
 from hrnb import query
 from hrnb.config import Settings
@@ -456,14 +457,12 @@ def test_missing_index_is_a_clear_query_error(os_client, unique_name) -> None:
 
 
 def test_unreachable_opensearch_is_a_clear_query_error() -> None:
-    import socket
-
-    with socket.socket() as sock:  # a loopback port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    client = OpenSearch(hosts=[f"http://127.0.0.1:{port}"], timeout=2, max_retries=0)
-    with pytest.raises(QueryError, match="cannot reach OpenSearch"):
+    client = OpenSearch(hosts=[f"http://127.0.0.1:{free_port()}"], timeout=2, max_retries=0)
+    with pytest.raises(QueryError, match="OpenSearch does not answer") as caught:
         query.athletes(client, "heart_rate")
+    assert (caught.value.service, caught.value.action, caught.value.code) == (
+        "opensearch", "search", "ConnectionError")
+    assert caught.value.resource == "index 'heart_rate'"
 
 
 def test_every_query_has_a_plot(os_client, known_index) -> None:

@@ -52,7 +52,7 @@ def _append_then_die(path: str, ready: multiprocessing.synchronize.Event) -> Non
     spool = Spool(path)
     spool.append([entry("a", n) for n in range(100)])
     ready.set()
-    time.sleep(60)
+    time.sleep(60)  # waits to be killed: the test's crash
 
 
 def test_a_killed_process_loses_nothing_it_appended_and_releases_the_spool(tmp_path: Path) -> None:

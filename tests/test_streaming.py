@@ -54,7 +54,7 @@ class ScriptedSource(HeartRateSource):
     async def _produce(self) -> None:
         for item in self.items:
             await self._emit(item)
-            await asyncio.sleep(self.pause_s)
+            await asyncio.sleep(self.pause_s)  # the source's pace is the scenario
 
 
 def sample(athlete: str, seq: int, bpm: int = 120, session: str = "s1") -> Sample:
@@ -261,7 +261,7 @@ async def test_stop_ends_an_endless_source_and_flushes_what_it_gave(
     async with KinesisProducer(kinesis, stream, spool_path=tmp_path / "spool.db") as producer:
         session = StreamSession(source, producer)
         running = asyncio.create_task(session.run())
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # an endless source streams a while, then is stopped
         session.request_stop()
         summary = await asyncio.wait_for(running, 30)
 

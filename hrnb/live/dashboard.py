@@ -33,6 +33,7 @@ from hrnb.metrics import (
 )
 from hrnb.query import SearchableProbe
 from hrnb.sources.base import ConnectionEvent, Sample
+from hrnb.wire.alert import DEFAULT_ALERT_THRESHOLD_BPM
 
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
@@ -93,7 +94,7 @@ class LiveDashboard:
         import ipywidgets as widgets
 
         threshold = (self.settings.hr_alert_threshold_bpm if self.settings else
-                     Settings.hr_alert_threshold_bpm)  # the field's default
+                     DEFAULT_ALERT_THRESHOLD_BPM)
         self.model = LiveModel(threshold_bpm=threshold, zones=self.zones,
                                zones_by_athlete=self.zones_by_athlete, window_s=self.window_s)
         self.figure = go.FigureWidget(layout=self._layout())

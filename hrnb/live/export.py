@@ -6,6 +6,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from hrnb.boundary import file_errors
 from hrnb.errors import ExportError
 
 #: Debian's chromium; PNG export uses it and nothing else.
@@ -16,7 +17,8 @@ DEBIAN_CHROMIUM = Path("/usr/bin/chromium")
 def export_html(figure: go.Figure, path: str | Path) -> Path:
     """A self-contained HTML file (plotly.js embedded: it opens offline)."""
     target = Path(path)
-    go.Figure(figure).write_html(target, include_plotlyjs=True, full_html=True)
+    with file_errors("write", target, error=ExportError):
+        go.Figure(figure).write_html(target, include_plotlyjs=True, full_html=True)
     return target
 
 
@@ -38,6 +40,7 @@ def export_png(figure: go.Figure, path: str | Path, *, chromium: str | Path = DE
     except Exception as exc:  # kaleido and choreographer raise many kinds; name them once
         raise ExportError(f"kaleido could not render {target.name} with {chromium}: {exc}",
                           path=str(target)) from exc
-    target.write_bytes(image)
+    with file_errors("write", target, error=ExportError):
+        target.write_bytes(image)
     return target
 

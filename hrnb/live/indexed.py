@@ -43,6 +43,36 @@ class IndexedStatus:
     error: str | None = None
 
 
+def indexed_rows(client: OpenSearch, index: str,
+                 progress: Sequence[LiveProgress]) -> tuple[IndexedRow, ...]:
+    """Each athlete's session as seen live against what the index holds (blocking: several
+    searches; QueryError if one fails). The indexed panel and the session report both use it;
+    ``missing`` counts the ``settled`` seqs the index lacks."""
+    if not progress:
+        return ()
+    found = index_progress(client, index, athlete_id=[p.athlete_id for p in progress]).df
+    rows = []
+    for p in progress:
+        match = found[(found["athlete_id"] == p.athlete_id)
+                      & (found["session_id"] == p.session_id)]
+        missing = missing_seqs(client, index, p.athlete_id, p.session_id, p.settled).df
+        last_at = None if match.empty else match["last_timestamp"].iloc[0].to_pydatetime()
+        rows.append(IndexedRow(
+            athlete_id=p.athlete_id,
+            session_id=p.session_id,
+            seen_live=p.seen,
+            indexed=0 if match.empty else int(match["indexed"].iloc[0]),
+            last_indexed_seq=None if match.empty else int(match["last_seq"].iloc[0]),
+            last_indexed_at=last_at,
+            lag_s=(p.last_at - last_at).total_seconds() if p.last_at and last_at else None,
+            missing=int(missing["count"].sum()),
+            missing_runs=", ".join(
+                f"{a}" if a == b else f"{a}–{b}"
+                for a, b in zip(missing["first_seq"], missing["last_seq"], strict=True)),
+        ))
+    return tuple(rows)
+
+
 def check_index(
     client: OpenSearch,
     index: str,
@@ -57,27 +87,7 @@ def check_index(
     if not progress:
         return IndexedStatus(checked_at=now)
     try:
-        found = index_progress(client, index,
-                               athlete_id=[p.athlete_id for p in progress]).df
-        rows = []
-        for p in progress:
-            match = found[(found["athlete_id"] == p.athlete_id)
-                          & (found["session_id"] == p.session_id)]
-            missing = missing_seqs(client, index, p.athlete_id, p.session_id, p.settled).df
-            last_at = None if match.empty else match["last_timestamp"].iloc[0].to_pydatetime()
-            rows.append(IndexedRow(
-                athlete_id=p.athlete_id,
-                session_id=p.session_id,
-                seen_live=p.seen,
-                indexed=0 if match.empty else int(match["indexed"].iloc[0]),
-                last_indexed_seq=None if match.empty else int(match["last_seq"].iloc[0]),
-                last_indexed_at=last_at,
-                lag_s=(p.last_at - last_at).total_seconds() if p.last_at and last_at else None,
-                missing=int(missing["count"].sum()),
-                missing_runs=", ".join(
-                    f"{a}" if a == b else f"{a}–{b}"
-                    for a, b in zip(missing["first_seq"], missing["last_seq"], strict=True)),
-            ))
+        rows = indexed_rows(client, index, progress)
         latencies = latency(client, index, athlete_id=[p.athlete_id for p in progress],
                             session_id=[p.session_id for p in progress],
                             start=now - timedelta(seconds=latency_window_s),

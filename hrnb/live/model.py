@@ -22,6 +22,7 @@ from hrnb.metrics import (
 )
 from hrnb.query.progress import SeqRanges
 from hrnb.sources.base import ConnectionEvent, Sample
+from hrnb.wire.alert import DEFAULT_ALERT_THRESHOLD_BPM
 from hrnb.wire.records import heart_rate_problem
 
 #: Zones until the athlete's own max HR is given.
@@ -214,7 +215,7 @@ class LiveModel:
     def __init__(
         self,
         *,
-        threshold_bpm: float = 150,
+        threshold_bpm: float = DEFAULT_ALERT_THRESHOLD_BPM,
         zones: HeartRateZones | None = None,
         zones_by_athlete: dict[str, HeartRateZones] | None = None,
         window_s: float = 600.0,

@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hrnb import query
+from hrnb.boundary import file_errors, opensearch_errors
 from hrnb.config import Settings
 from hrnb.errors import HrnbError, ProvisionError
 from hrnb.live.dashboard import LiveDashboard
-from hrnb.live.indexed import IndexedStatus
+from hrnb.live.indexed import IndexedStatus, indexed_rows
 from hrnb.search_client import opensearch_client
 from hrnb.sources.base import HeartRateSource, new_session_id, utc_now_ms
 from hrnb.stream.producer import KinesisProducer, check_stream_ready
@@ -100,11 +101,12 @@ def write_report(report: SessionReport, path: str | Path,
                  exports: Sequence[str | Path] = ()) -> Path:
     """The summary JSON (with the exported files' paths) for ``make demo`` and the tests."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     data = report.to_json()
     data["files"] = [str(Path(file).resolve()) for file in exports]
     data["written_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    target.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    with file_errors("write the session summary", target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(data, indent=2, default=str) + "\n")
     return target
 
 
@@ -239,25 +241,21 @@ class LiveSession:
     def _report(self, summary: StreamSummary, caught_up: bool) -> SessionReport:
         client = self.dashboard.client or opensearch_client(self.settings)
         index = self.settings.index_name
-        athletes = []
-        for window in self.dashboard.model.athletes.values():
-            if window.session_id is None:
-                continue
-            found = query.index_progress(client, index, athlete_id=window.athlete_id,
-                                         session_id=window.session_id).df
-            missing = query.missing_seqs(client, index, window.athlete_id, window.session_id,
-                                         window.seen.ranges()).df
-            athletes.append(AthleteReport(
-                athlete_id=window.athlete_id,
-                session_id=window.session_id,
-                samples=window.samples_seen,
-                indexable=window.seen.count,
-                indexed=int(found["indexed"].sum()),
-                missing=int(missing["count"].sum()),
-                missing_runs=", ".join(
-                    f"{a}" if a == b else f"{a}–{b}"
-                    for a, b in zip(missing["first_seq"], missing["last_seq"], strict=True)),
-            ))
+        model = self.dashboard.model
+        # No grace period: the session is over, every sample seen should be indexed by now.
+        rows = indexed_rows(client, index, model.progress(self.dashboard.clock(), grace_s=0.0))
+        athletes = [
+            AthleteReport(
+                athlete_id=row.athlete_id,
+                session_id=row.session_id,
+                samples=model.athletes[row.athlete_id].samples_seen,
+                indexable=row.seen_live,
+                indexed=row.indexed,
+                missing=row.missing,
+                missing_runs=row.missing_runs,
+            )
+            for row in rows
+        ]
         sessions = [a.session_id for a in athletes]
         latency: dict[str, dict[str, float | int | None]] = {}
         alerts: list[dict[str, Any]] = []
@@ -322,8 +320,6 @@ async def verify_pipeline(
     A further check record goes every ``resend_every_s`` until one arrives (one lost to a
     fault need not fail the check). ProvisionError when none does within ``timeout_s``.
     """
-    from opensearchpy.exceptions import NotFoundError
-
     client = client or opensearch_client(settings)
     session_id = new_session_id()
     started = time.monotonic()
@@ -340,10 +336,14 @@ async def verify_pipeline(
             while time.monotonic() < min(resend_at, started + timeout_s):
                 for doc_id in sent:
                     try:
-                        found = await asyncio.to_thread(client.get, index=settings.index_name,
-                                                        id=doc_id)
-                    except NotFoundError:
-                        continue
+                        with opensearch_errors(ProvisionError, "read the check record from",
+                                               f"index {settings.index_name!r}"):
+                            found = await asyncio.to_thread(client.get,
+                                                            index=settings.index_name, id=doc_id)
+                    except ProvisionError as exc:
+                        if exc.code == "404":
+                            continue
+                        raise
                     return PipelineCheck(doc_id, len(sent), round(time.monotonic() - started, 3),
                                          found["_source"])
                 await asyncio.sleep(0.5)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from hrnb.boundary import file_errors
 from hrnb.config import Settings
 from hrnb.errors import StackError
 
@@ -135,7 +136,8 @@ def up(settings: Settings, *, progress: Progress | None = None, poller: bool = T
     say = progress or (lambda message: log.info("%s", message))
     paths = _paths(settings)
     for directory in (paths.pids, paths.logs):
-        directory.mkdir(parents=True, exist_ok=True)
+        with file_errors("create the state directory", directory, error=StackError):
+            directory.mkdir(parents=True, exist_ok=True)
     started: list[str] = []
     try:
         aws = _aws_status(settings, paths)
@@ -283,7 +285,8 @@ def _java_major(java: Path) -> int | None:
 # --- starting ------------------------------------------------------------------------------
 def _spawn(paths: _Paths, service: str, command: list[str], env: dict[str, str]) -> int:
     log_path = paths.log_file(service)
-    with open(log_path, "ab") as log_file:
+    with file_errors(f"start {service} with its log in", log_path, error=StackError), \
+            open(log_path, "ab") as log_file:
         process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -321,7 +324,8 @@ def _start_opensearch(settings: Settings, paths: _Paths, home: Path) -> None:
     java_home = find_java()
     data, os_logs, tmp = (paths.state / "opensearch" / d for d in ("data", "logs", "tmp"))
     for directory in (data, os_logs, tmp):
-        directory.mkdir(parents=True, exist_ok=True)
+        with file_errors("create OpenSearch's directory", directory, error=StackError):
+            directory.mkdir(parents=True, exist_ok=True)
     heap = settings.opensearch_heap_mb
     env = dict(os.environ)
     env.update(

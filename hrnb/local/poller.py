@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import logging
 import os
@@ -60,6 +61,7 @@ from hrnb.local.code_store import unpacked_code
 from hrnb.local.worker import FunctionSpec, InvokeResult, LambdaWorker, find_runtime_python
 from hrnb.provision.state import esm_status_path, local_prefixes
 from hrnb.wire.kinesis import kinesis_event
+from hrnb.wire.retry import backoff_s
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient
@@ -91,6 +93,8 @@ _STATUS_INTERVAL_S = 1.0
 
 
 _MAX_BACKOFF_S = 30.0
+#: Delay before the next attempt at a failing batch: 0.5 s doubling, capped at 30 s.
+batch_backoff_s = functools.partial(backoff_s, base_s=0.5, max_s=_MAX_BACKOFF_S)
 
 
 _CREDENTIAL_MARGIN_S = 300.0
@@ -169,11 +173,6 @@ def first_to_retry(payload: Any, sequence_numbers: Sequence[str]) -> int | None:
             return 0
         indexes.append(position[identifier])
     return min(indexes)
-
-
-def backoff_s(consecutive_failures: int) -> float:
-    """Delay before the next attempt at a failing batch: 0.5 s doubling, capped at 30 s."""
-    return min(_MAX_BACKOFF_S, 0.5 * 2 ** max(0, consecutive_failures - 1))
 
 
 @dataclass(frozen=True)
@@ -447,7 +446,7 @@ class MappingPoller:
                 busy |= self._maybe_invoke(shard, time.monotonic())
             except (BotoCoreError, ClientError) as exc:
                 shard.status["last_error"] = str(exc)
-                shard.next_fetch_at = now + backoff_s(2)
+                shard.next_fetch_at = now + batch_backoff_s(2)
                 if _error_code(exc) == "ExpiredIteratorException":
                     shard.iterator = None  # re-opened from the checkpoint at the next fetch
                 else:
@@ -561,7 +560,7 @@ class MappingPoller:
                           function_error=None if result.ok else "Unhandled")
             return
         # Progress resets the count, so the rest goes again at once; no progress backs off.
-        shard.next_attempt_at = time.monotonic() + (backoff_s(failures) if done == 0 else 0.0)
+        shard.next_attempt_at = time.monotonic() + (batch_backoff_s(failures) if done == 0 else 0.0)
 
     def _advance(self, shard: ShardState, handled: list[Mapping[str, Any]]) -> None:
         del shard.buffer[: len(handled)]

@@ -1,10 +1,10 @@
 """What every provisioning step shares: results, the boto3 clients, ARNs, ownership tags and the
-translation of botocore and opensearch-py errors into ProvisionError."""
+calls to boto3 and opensearch-py through :mod:`hrnb.boundary` (their errors become
+ProvisionError)."""
 
 from __future__ import annotations
 
 import random
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -13,13 +13,15 @@ from functools import cached_property
 from typing import Any, Literal
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import ClientError
 
+from hrnb.boundary import aws_error, aws_errors, opensearch_errors
 from hrnb.clients import aws_client, boto_session
 from hrnb.config import Settings
 from hrnb.errors import ProvisionError
 from hrnb.provision import policies
 from hrnb.provision.state import StateFile
+from hrnb.wire.retry import backoff_s
 
 Progress = Callable[[str], None]
 
@@ -32,17 +34,6 @@ Architecture = Literal["x86_64", "arm64"]
 
 #: Tag on every AWS resource set-up creates; its value is the settings' prefix.
 OWNER_TAG = "hrnb:prefix"
-
-
-_DENIED_CODES = frozenset(
-    {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError"}
-)
-
-
-_CREDENTIAL_CODES = frozenset(
-    {"UnrecognizedClientException", "InvalidClientTokenId", "InvalidSignatureException",
-     "SignatureDoesNotMatch", "ExpiredToken", "ExpiredTokenException"}
-)
 
 
 def _no_progress(_message: str) -> None:
@@ -131,29 +122,24 @@ class Arns:
                                         queue=self.queue)
 
 
-# --- error translation -------------------------------------------------------------------------
+# --- calls through the error boundary ----------------------------------------------------------
+def _service_of(call: Callable[..., Any]) -> str:
+    """The AWS service a bound boto3 client method calls ("aws" for anything else)."""
+    meta = getattr(getattr(call, "__self__", None), "meta", None)
+    return str(meta.service_model.service_name) if meta is not None else "aws"
+
+
 def _aws(resource: str, doing: str, call: Callable[..., Any], /, *,
          missing: Iterable[str] = (), **kwargs: Any) -> Any:
-    """Call boto3; None when the error code is one of ``missing``; any other failure becomes a
-    ProvisionError that names the resource and what to do."""
+    """Call boto3; None when the AWS error code is one of ``missing``; any other failure is a
+    ProvisionError naming the resource and what to do."""
     try:
-        return call(**kwargs)
-    except ClientError as exc:
-        if str(exc.response.get("Error", {}).get("Code", "")) in set(missing):
+        with aws_errors(ProvisionError, _service_of(call), doing, resource):
+            return call(**kwargs)
+    except ProvisionError as exc:
+        if exc.code in set(missing):
             return None
-        raise _client_error(exc, resource, doing) from exc
-    except NoCredentialsError as exc:
-        raise ProvisionError(
-            f"cannot {doing} {resource}: no AWS credentials found (configure them with "
-            "'aws configure' or AWS_PROFILE)",
-            resource=resource,
-        ) from exc
-    except BotoCoreError as exc:
-        raise ProvisionError(
-            f"cannot {doing} {resource}: {exc}. On the local target run 'hrnb local up'; "
-            "on AWS check the region and the network",
-            resource=resource,
-        ) from exc
+        raise
 
 
 #: How long set-up keeps retrying while IAM propagates a new role (AWS: seconds, rarely a minute).
@@ -164,6 +150,9 @@ _PROPAGATION_BASE_S = 1.0
 
 
 _PROPAGATION_CAP_S = 10.0
+
+
+_JITTER = random.Random()
 
 
 def propagating(exc: ClientError) -> bool:
@@ -203,71 +192,27 @@ def _aws_retrying_propagation(resource: str, doing: str, call: Callable[..., Any
             return _aws(resource, doing, attempt, **kwargs)
         except _Propagating as waiting:
             tries += 1
-            delay = random.uniform(0, min(_PROPAGATION_CAP_S, _PROPAGATION_BASE_S * 2 ** tries))
+            delay = backoff_s(tries + 1, base_s=_PROPAGATION_BASE_S, max_s=_PROPAGATION_CAP_S,
+                              rng=_JITTER)
             if time.monotonic() - started + delay > timeout_s:
-                raise _client_error(waiting.error, resource, doing) from waiting.error
+                raise aws_error(waiting.error, ProvisionError, _service_of(call), doing,
+                                resource) from waiting.error
             progress(f"{resource}: waiting for IAM to propagate a new role ({doing}, "
                      f"try {tries})")
             time.sleep(delay)
 
 
-def _client_error(exc: ClientError, resource: str, doing: str) -> ProvisionError:
-    """An AWS error as a ProvisionError: refused credentials, a missing permission (with the
-    action AWS names), or anything else with its code."""
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code", ""))
-    message = str(error.get("Message", ""))
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    if code in _CREDENTIAL_CODES:
-        return ProvisionError(
-            f"cannot {doing} {resource}: the AWS credentials were refused ({code}). Check "
-            "them ('aws sts get-caller-identity') and that the region is enabled for the "
-            "account",
-            resource=resource,
-        )
-    if code in _DENIED_CODES or status == 403:
-        denied = _denied_action(message) or code
-        return ProvisionError(
-            f"cannot {doing} {resource}: permission missing ({denied}). Give the identity "
-            "running set-up the permissions listed in docs/operations.md",
-            resource=resource,
-        )
-    return ProvisionError(f"cannot {doing} {resource}: {code}: {message}", resource=resource)
-
-
-def _denied_action(message: str) -> str | None:
-    """The IAM action an AccessDenied message names (``kinesis:CreateStream``), if any."""
-    found = re.search(r"not authorized to perform: ([\w-]+:[\w*]+)", message)
-    return found.group(1) if found else None
-
-
 def _opensearch(resource: str, doing: str, call: Callable[..., Any], /, *,
                 missing_ok: bool = False, **kwargs: Any) -> Any:
-    """Call opensearch-py; None on 404 when ``missing_ok``; other failures become
-    ProvisionError naming the index or template."""
-    from opensearchpy.exceptions import NotFoundError, OpenSearchException, TransportError
-
+    """Call opensearch-py; None on 404 when ``missing_ok``; other failures are ProvisionErrors
+    naming the index or template."""
     try:
-        return call(**kwargs)
-    except NotFoundError:
-        if missing_ok:
+        with opensearch_errors(ProvisionError, doing, resource):
+            return call(**kwargs)
+    except ProvisionError as exc:
+        if missing_ok and exc.code == "404":
             return None
-        raise ProvisionError(f"cannot {doing} {resource}: not found", resource=resource) from None
-    except TransportError as exc:
-        if exc.status_code in (401, 403):
-            raise ProvisionError(
-                f"cannot {doing} {resource}: OpenSearch refused the request "
-                f"({exc.status_code}); check the master user in the state directory",
-                resource=resource,
-            ) from exc
-        raise ProvisionError(f"cannot {doing} {resource}: {exc.error} ({exc.status_code}) "
-                             f"{exc.info}", resource=resource) from exc
-    except OpenSearchException as exc:
-        raise ProvisionError(
-            f"cannot {doing} {resource}: OpenSearch does not answer ({exc}). On the local "
-            "target run 'hrnb local up'",
-            resource=resource,
-        ) from exc
+        raise
 
 
 def _require_owned(kind: str, name: str, tags: Mapping[str, str], settings: Settings) -> None:

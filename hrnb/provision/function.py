@@ -78,6 +78,10 @@ class LambdaArtifacts:
                 "(python infra_scripts/build_lambda.py)",
                 resource=str(manifest_path),
             ) from None
+        except OSError as exc:
+            raise ProvisionError(f"cannot read {manifest_path}: {exc.strerror or exc}",
+                                 service="file", action="read", resource=str(manifest_path),
+                                 ) from None
         except (KeyError, TypeError, ValueError) as exc:
             raise ProvisionError(
                 f"{manifest_path} has no {architecture} layer or is not a build manifest "

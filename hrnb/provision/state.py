@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hrnb.boundary import file_errors
 from hrnb.config import Settings
 from hrnb.errors import ProvisionError
 
@@ -50,10 +51,12 @@ class StateFile:
 
     def update(self, **changes: Any) -> None:
         state = {**self.load(), **changes}
-        _write_private(self.path, json.dumps(state, indent=2, sort_keys=True) + "\n")
+        with file_errors("write the state file", self.path, error=ProvisionError):
+            _write_private(self.path, json.dumps(state, indent=2, sort_keys=True) + "\n")
 
     def delete(self) -> None:
-        self.path.unlink(missing_ok=True)
+        with file_errors("delete the state file", self.path, error=ProvisionError):
+            self.path.unlink(missing_ok=True)
 
 
 def local_prefixes(state_dir: Path) -> list[str]:
@@ -123,8 +126,10 @@ def load_master_user(settings: Settings) -> MasterUser | None:
 
 def _create_master_user(settings: Settings) -> MasterUser:
     user = MasterUser(MASTER_USER_NAME, generate_master_password())
-    _write_private(master_user_path(settings),
-                   json.dumps({"username": user.username, "password": user.password}) + "\n")
+    with file_errors("store the master user in", master_user_path(settings),
+                     error=ProvisionError):
+        _write_private(master_user_path(settings),
+                       json.dumps({"username": user.username, "password": user.password}) + "\n")
     log.info("stored a new master user for domain %s in %s", settings.domain_name,
              master_user_path(settings))
     return user

@@ -14,6 +14,7 @@ import pandas as pd
 
 from hrnb.config import Settings
 from hrnb.errors import ConfigError
+from hrnb.wire.alert import DEFAULT_ALERT_THRESHOLD_BPM
 from hrnb.wire.records import format_timestamp
 
 IndexLike = str | Settings
@@ -48,9 +49,6 @@ SAMPLE_COLUMNS = [
 _INTERVAL_RE = re.compile(r"[1-9]\d*(ms|s|m|h|d)")  # fullmatch: "$" accepts a newline
 
 
-_DEFAULT_THRESHOLD_BPM: int = Settings.hr_alert_threshold_bpm  # the dataclass field's default
-
-
 @dataclass(frozen=True, eq=False)
 class QueryResult:
     """Rows from one query and the request that produced them."""
@@ -75,7 +73,8 @@ def index_name(index: IndexLike) -> str:
 def _threshold(index: IndexLike, threshold_bpm: int | None) -> int:
     if threshold_bpm is not None:
         return threshold_bpm
-    return index.hr_alert_threshold_bpm if isinstance(index, Settings) else _DEFAULT_THRESHOLD_BPM
+    return (index.hr_alert_threshold_bpm if isinstance(index, Settings)
+            else DEFAULT_ALERT_THRESHOLD_BPM)
 
 
 def _bound(value: datetime | str, name: str) -> str:

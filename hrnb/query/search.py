@@ -4,12 +4,12 @@ with search_after and composite aggregations."""
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Hashable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from hrnb.boundary import opensearch_errors
 from hrnb.errors import QueryError
 from hrnb.query.scope import MAX_DOCS, PAGE_SIZE, SAMPLE_SORT
 
@@ -19,26 +19,10 @@ if TYPE_CHECKING:
 
 def _search(client: OpenSearch, index: str, body: dict[str, Any]) -> dict[str, Any]:
     """One search; OpenSearch's errors become QueryError naming the index and what to do."""
-    from opensearchpy.exceptions import ConnectionError as OSConnectionError
-    from opensearchpy.exceptions import NotFoundError, TransportError
-
-    try:
+    with opensearch_errors(QueryError, "search", f"index {index!r}",
+                           missing="it does not exist yet: run the set-up (hrnb setup) or check "
+                                   "settings.index_name"):
         return client.search(index=index, body=body)
-    except NotFoundError as exc:
-        raise QueryError(
-            f"index {index!r} does not exist yet: run the set-up (hrnb setup) or check "
-            "settings.index_name"
-        ) from exc
-    except OSConnectionError as exc:
-        raise QueryError(
-            f"cannot reach OpenSearch for index {index!r}: {exc.info or exc.error} "
-            "(is the local stack up? 'hrnb local status')"
-        ) from exc
-    except TransportError as exc:
-        raise QueryError(
-            f"OpenSearch rejected the query on {index!r} (HTTP {exc.status_code}): {exc.error}"
-            f" {json.dumps(exc.info, default=str)[:500] if exc.info else ''}".rstrip()
-        ) from exc
 
 
 def _fetch_samples(

@@ -15,6 +15,7 @@ from hrnb.metrics import (
     ZONE_NAMES,
     HeartRateZones,
     has_heart_rate,
+    percentile,
     rmssd_ms_over_runs,
     threshold_episodes,
     time_in_zones_s,
@@ -417,10 +418,10 @@ def _percentile_row(hop: str, values_ms: np.ndarray) -> dict[str, Any]:
     if values_ms.size == 0:
         return {"hop": hop, "samples": 0, **{f"p{p}_ms": np.nan for p in PERCENTS},
                 "max_ms": np.nan}
-    quantiles = np.percentile(values_ms, PERCENTS)
+    ordered = np.sort(values_ms)
     return {"hop": hop, "samples": int(values_ms.size),
-            **{f"p{p}_ms": float(q) for p, q in zip(PERCENTS, quantiles, strict=True)},
-            "max_ms": float(values_ms.max())}
+            **{f"p{p}_ms": percentile(ordered, p / 100) for p in PERCENTS},
+            "max_ms": float(ordered[-1])}
 
 
 def latency(
@@ -435,7 +436,8 @@ def latency(
 ) -> QueryResult:
     """p50/p95/p99 and max (ms) of each hop a sample made — measured→sent→Kinesis→indexed —
     and of measured→indexed end to end, read from the timestamps each document carries
-    (exact percentiles, linear interpolation, over the matching documents). With a running
+    (exact percentiles as :func:`hrnb.metrics.percentile` defines them, over the matching
+    documents). With a running
     :class:`SearchableProbe`, a ``measured→searchable`` row too."""
     name = index_name(index)
     query = sample_filter(athlete_id=athlete_id, session_id=session_id, start=start, end=end)

@@ -5,7 +5,8 @@ The reference read one byte of each notification from one hard-coded address for
 name, reads battery level and sensor location, decodes every notification fully, and when the
 link drops reports it (so a chart shows "—" rather than a frozen value), waits for the device to
 advertise again and reconnects through ``bleak-retry-connector``, continuing the same session
-and sequence. Bleak's own error types are translated here into :mod:`hrnb.errors`.
+and sequence. Bleak's own error types become :mod:`hrnb.errors` through
+:func:`hrnb.boundary.bleak_errors`.
 
 Any Bleak backend can be passed in; :mod:`hrnb.sources.emulated` provides one for tests and
 demos, so they run exactly this code.
@@ -22,20 +23,11 @@ from bleak import BleakClient, BleakScanner
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
-from bleak.exc import (
-    BleakBluetoothNotAvailableError,
-    BleakCharacteristicNotFoundError,
-    BleakDBusError,
-    BleakError,
-)
+from bleak.exc import BleakCharacteristicNotFoundError, BleakError
 from bleak_retry_connector import BleakNotFoundError, establish_connection
 
-from hrnb.errors import (
-    BluetoothUnavailableError,
-    DeviceNotFoundError,
-    MeasurementError,
-    SourceError,
-)
+from hrnb.boundary import bleak_errors
+from hrnb.errors import DeviceNotFoundError, LinkError, MeasurementError, SourceError
 from hrnb.hrm import (
     BATTERY_LEVEL_UUID,
     BODY_SENSOR_LOCATION_UUID,
@@ -51,12 +43,6 @@ from hrnb.sources.base import DEFAULT_ATHLETE_ID, HeartRateSource, Session, utc_
 
 logger = logging.getLogger(__name__)
 
-#: D-Bus errors that mean BlueZ itself is not there (as opposed to one device missing).
-_NO_BLUEZ_DBUS_ERRORS = {
-    "org.freedesktop.DBus.Error.ServiceUnknown",
-    "org.freedesktop.DBus.Error.NameHasNoOwner",
-    "org.freedesktop.DBus.Error.AccessDenied",
-}
 _GARMIN_HINT = (
     "Make sure the watch is on, nearby and not connected to another app. Garmin watches only "
     "advertise heart rate with 'Broadcast HR' (Broadcast Heart Rate) switched on in the "
@@ -71,27 +57,6 @@ class FoundDevice:
     name: str | None
     address: str
     rssi: int  # dBm; closer to 0 is nearer
-
-
-def bluetooth_unavailable(exc: BaseException) -> BluetoothUnavailableError | None:
-    """The hrnb error for a Bleak failure that means "no Bluetooth stack here", else None.
-
-    Without BlueZ's D-Bus socket Bleak raises a bare FileNotFoundError (ConnectionRefusedError
-    when the socket is stale); with D-Bus but no bluetoothd, a D-Bus ServiceUnknown error.
-    """
-    if isinstance(exc, BleakDBusError):
-        if exc.dbus_error not in _NO_BLUEZ_DBUS_ERRORS:
-            return None
-    elif not isinstance(
-        exc, (FileNotFoundError, ConnectionRefusedError, BleakBluetoothNotAvailableError)
-    ):
-        return None
-    return BluetoothUnavailableError(
-        f"No Bluetooth stack is reachable ({type(exc).__name__}: {exc or 'no detail'}). "
-        "Bleak needs BlueZ running over the system D-Bus and a powered Bluetooth adapter: "
-        "start it (e.g. `sudo systemctl start bluetooth`), or run without a watch using "
-        "`--source simulated` (or `--source emulated`)."
-    )
 
 
 def _scanner_args(backend: type[BaseBleakScanner] | None, *,
@@ -109,15 +74,10 @@ async def scan(
     timeout_s: float = 5.0, *, backend: type[BaseBleakScanner] | None = None
 ) -> list[FoundDevice]:
     """Devices advertising the Heart Rate service (0x180D), strongest signal first."""
-    try:
+    with bleak_errors("scan for", "heart-rate devices"):
         found = await BleakScanner.discover(
             timeout_s, return_adv=True, **_scanner_args(backend, heart_rate_only=True)
         )
-    except (OSError, BleakError) as exc:
-        unavailable = bluetooth_unavailable(exc)
-        if unavailable is not None:
-            raise unavailable from exc
-        raise
     devices = [
         FoundDevice(advertisement.local_name or device.name, device.address, advertisement.rssi)
         for device, advertisement in found.values()
@@ -211,9 +171,9 @@ class BleakSource(HeartRateSource):
             if device is not None:
                 try:
                     client = await self._connect(device, link_lost)
-                except (BleakError, TimeoutError) as exc:
+                except LinkError as exc:
                     if lost_at is None:
-                        raise self._connect_failed(device, exc) from exc
+                        raise self._connect_failed(device, exc) from exc.__cause__
                     logger.info("Reconnecting to %s failed: %s", device.address, exc)
             if client is None:
                 device = None
@@ -222,7 +182,8 @@ class BleakSource(HeartRateSource):
                 continue
             streaming = False
             try:
-                await self._start_streaming(client, session)
+                with bleak_errors("set up", client.address, error=LinkError):
+                    await self._start_streaming(client, session)
                 streaming = True
                 failures = 0
                 if lost_at is None:
@@ -234,10 +195,10 @@ class BleakSource(HeartRateSource):
                     detail += self._describe(client)
                     await self._emit(session.event("reconnected", utc_now_ms(), detail))
                 await link_lost.wait()
-            except BleakError as exc:
+            except LinkError as exc:
                 if lost_at is None and not link_lost.is_set():
-                    raise SourceError(f"Setting up {client.address} failed: {exc}") from exc
-                logger.warning("Setting up %s failed: %s", client.address, exc)
+                    raise
+                logger.warning("%s", exc)
             finally:
                 if not link_lost.is_set():
                     await _disconnect_quietly(client)
@@ -266,20 +227,16 @@ class BleakSource(HeartRateSource):
             names = (device.address, advertisement.local_name, device.name)
             return any(name is not None and name.casefold() == key for name in names)
 
-        try:
+        with bleak_errors("scan for", "heart-rate devices"):
             return await BleakScanner.find_device_by_filter(
                 matches,
                 timeout=self._scan_timeout_s,
                 **_scanner_args(self._scanner_backend, heart_rate_only=key is None),
             )
-        except (OSError, BleakError) as exc:
-            unavailable = bluetooth_unavailable(exc)
-            if unavailable is not None:
-                raise unavailable from exc
-            raise SourceError(f"Scanning for heart-rate devices failed: {exc}") from exc
 
     async def _connect(self, device: BLEDevice, link_lost: asyncio.Event) -> BleakClient:
-        try:
+        """A connected client; LinkError (retried after a dropout) when it cannot connect."""
+        with bleak_errors("connect to", device.address, error=LinkError):
             return await establish_connection(
                 BleakClient,
                 device,
@@ -288,19 +245,15 @@ class BleakSource(HeartRateSource):
                 max_attempts=self._connect_attempts,
                 backend=self._client_backend,
             )
-        except OSError as exc:
-            unavailable = bluetooth_unavailable(exc)
-            if unavailable is not None:
-                raise unavailable from exc
-            raise
 
-    def _connect_failed(self, device: BLEDevice, exc: BaseException) -> SourceError:
-        if isinstance(exc, BleakNotFoundError):
-            return DeviceNotFoundError(
-                f"{device.name or 'The device'} ({device.address}) was seen but could not be "
-                f"connected: {exc}. " + _GARMIN_HINT
-            )
-        return SourceError(f"Connecting to {device.address} failed: {exc}")
+    def _connect_failed(self, device: BLEDevice, exc: LinkError) -> SourceError:
+        if not isinstance(exc.__cause__, BleakNotFoundError):
+            return exc
+        return DeviceNotFoundError(
+            f"{device.name or 'The device'} ({device.address}) was seen but could not be "
+            f"connected: {exc.__cause__}. " + _GARMIN_HINT,
+            service="bluetooth", action="connect to", code=exc.code, resource=device.address,
+        )
 
     async def _start_streaming(self, client: BleakClient, session: Session) -> None:
         """Read device information, then subscribe; notifications feed the queue directly."""

@@ -25,6 +25,7 @@ reads the file twice, first to learn where it ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import logging
 import math
@@ -36,6 +37,7 @@ from itertools import islice
 from pathlib import Path
 from typing import TextIO
 
+from hrnb.boundary import file_errors
 from hrnb.errors import ReplayError
 from hrnb.hrm import Measurement
 from hrnb.sources.base import DEFAULT_ATHLETE_ID, HeartRateSource, Session, session_start, to_utc_ms
@@ -113,22 +115,16 @@ def open_recording(path: Path) -> tuple[Recording, Iterator[RecordedSample]]:
     return recording, samples
 
 
-class _read_errors:  # noqa: N801 - used as a context manager, like contextlib's helpers
-    """OS errors while reading ``path`` become ReplayError naming it."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
-        if isinstance(exc, OSError):
-            raise ReplayError(f"cannot read {self.path}: {exc.strerror or exc}",
-                              path=str(self.path)) from exc
-        if isinstance(exc, (UnicodeDecodeError, csv.Error)):
-            raise ReplayError(f"{self.path} is not a UTF-8 text CSV file ({exc})",
-                              path=str(self.path)) from exc
+@contextlib.contextmanager
+def _read_errors(path: Path) -> Iterator[None]:
+    """OS errors (through :func:`hrnb.boundary.file_errors`) and text that is not UTF-8 CSV,
+    while reading ``path``, become ReplayError naming it."""
+    try:
+        with file_errors("read", path, error=ReplayError):
+            yield
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ReplayError(f"{path} is not a UTF-8 text CSV file ({exc})", path=str(path),
+                          action="read", code=type(exc).__name__) from exc
 
 
 def take(path: Path, samples: Iterator[RecordedSample], count: int) -> list[RecordedSample]:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import random
 import time
 from collections import Counter, deque
@@ -42,14 +41,17 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from hrnb.boundary import aws_error, aws_errors
 from hrnb.clients import aws_client
 from hrnb.config import Settings
 from hrnb.errors import ConfigError, ProducerError, ProvisionError, SpoolFullError
+from hrnb.metrics import percentile
 from hrnb.stream.spool import DEFAULT_MAX_BYTES, Spool, SpooledRecord, SpoolEntry
 from hrnb.wire.records import encode_record, partition_key
+from hrnb.wire.retry import backoff_s, is_retryable
 
 if TYPE_CHECKING:  # AWS shapes from the boto3 type stubs (a dev dependency)
     from mypy_boto3_kinesis import KinesisClient
@@ -65,19 +67,6 @@ MAX_RECORDS_PER_REQUEST = 500
 MAX_BYTES_PER_REQUEST = 5 * 1024 * 1024
 #: Default wait for more athletes' records before a call leaves (the live path stays fast).
 DEFAULT_LINGER_S = 0.05
-#: Error codes (whole call or single entry) that a later retry can fix.
-RETRYABLE_ERROR_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "InternalFailure",
-        "ServiceUnavailable",
-        "ThrottlingException",
-        "LimitExceededException",
-        "KMSThrottlingException",
-        "RequestTimeout",
-        "RequestTimeoutException",
-    }
-)
 _SPOOL_BURST = 1000
 _LATENCY_WINDOW = 2048
 _ROOM_AGAIN = 0.9  # a full spool accepts records again below this fraction of its bound
@@ -177,28 +166,13 @@ def sort_out_response(batch: Sequence[SpooledRecord],
     return PutOutcome(acked=tuple(acked), failed=tuple(failed))
 
 
-def backoff_delay(attempt: int, *, base_s: float, max_s: float, rng: random.Random) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(max_s, base_s * 2**(attempt-1))]."""
-    return rng.uniform(0.0, min(max_s, base_s * 2 ** max(0, attempt - 1)))
-
-
-def is_retryable(code: str, http_status: int | None = None) -> bool:
-    """True for throttling, internal failures and any 5xx/429: a later retry can succeed."""
-    if code in RETRYABLE_ERROR_CODES:
-        return True
-    return http_status is not None and (http_status == 429 or http_status >= 500)
-
-
 def percentiles(values: Iterable[float]) -> LatencyPercentiles:
-    """Nearest-rank p50/p95/p99 of ``values`` (milliseconds)."""
+    """p50/p95/p99 of ``values`` (milliseconds), as :func:`hrnb.metrics.percentile` defines."""
     ordered = sorted(values)
     if not ordered:
         return LatencyPercentiles(None, None, None, 0)
-
-    def rank(q: float) -> float:
-        return ordered[max(0, math.ceil(q * len(ordered) - 1e-9) - 1)]
-
-    return LatencyPercentiles(rank(0.50), rank(0.95), rank(0.99), len(ordered))
+    return LatencyPercentiles(percentile(ordered, 0.50), percentile(ordered, 0.95),
+                              percentile(ordered, 0.99), len(ordered))
 
 
 # --- clients and the stream ---------------------------------------------------------------------
@@ -233,20 +207,19 @@ def check_stream_ready(settings: Settings, *, client: KinesisClient | None = Non
         return ProvisionError(f"{problem} ({where}): run 'hrnb setup' first; nothing was sent",
                               resource=name)
 
+    resource = f"Kinesis stream {name!r}"
     try:
-        summary = client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
-        tags = client.list_tags_for_stream(StreamName=name)["Tags"]
-        lambda_client = lambda_client or aws_client(settings, "lambda")
-        mappings = lambda_client.list_event_source_mappings(
-            EventSourceArn=summary["StreamARN"])["EventSourceMappings"]
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+        with aws_errors(ProvisionError, "kinesis", "look up", resource):
+            summary = client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+            tags = client.list_tags_for_stream(StreamName=name)["Tags"]
+        with aws_errors(ProvisionError, "lambda", "list the triggers of", resource):
+            lambda_client = lambda_client or aws_client(settings, "lambda")
+            mappings = lambda_client.list_event_source_mappings(
+                EventSourceArn=summary["StreamARN"])["EventSourceMappings"]
+    except ProvisionError as exc:
+        if exc.code == "ResourceNotFoundException":
             raise refuse(f"Kinesis stream {name!r} does not exist") from None
-        raise ProvisionError(f"cannot look up Kinesis stream {name!r}: {exc}",
-                             resource=name) from exc
-    except (BotoConnectionError, HTTPClientError) as exc:
-        raise ProvisionError(f"cannot reach Kinesis for stream {name!r} ({exc}); on the local "
-                             "target run 'hrnb local up'", resource=name) from exc
+        raise
     owner = {tag["Key"]: tag["Value"] for tag in tags}.get(OWNER_TAG)
     if owner != settings.prefix:
         raise refuse(f"Kinesis stream {name!r} was not made by hrnb set-up for this prefix "
@@ -402,6 +375,22 @@ class KinesisProducer:
             asyncio.create_task(self._guarded(self._spool_forever()), name="hrnb-spooler"),
             asyncio.create_task(self._guarded(self._send_forever()), name="hrnb-sender"),
         ]
+
+    async def persisted(self) -> None:
+        """Wait until every record accepted so far is in the on-disk spool: from then on a
+        crash of this process loses none of them. Raises ProducerError if the producer stopped
+        for good first."""
+        if self._state == "new":
+            raise ProducerError("the producer has not started; nothing is being spooled")
+        written = asyncio.ensure_future(self._queue.join())
+        stopped = asyncio.ensure_future(self._idle.wait())  # also set when the producer fails
+        try:
+            await asyncio.wait({written, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            written.cancel()
+            stopped.cancel()
+        if self._error is not None:
+            raise ProducerError(str(self._error)) from self._error
 
     async def flush(self, timeout: float | None = None) -> ProducerMetrics:
         """Wait until every accepted record is acknowledged, or ``timeout`` seconds pass.
@@ -664,7 +653,7 @@ class KinesisProducer:
         for record, _ in failed:
             key = record.partition_key
             self._failures_in_a_row[key] = self._failures_in_a_row.get(key, 0) + 1
-            self._retry_at[key] = now + backoff_delay(
+            self._retry_at[key] = now + backoff_s(
                 self._failures_in_a_row[key],
                 base_s=self._backoff_base_s,
                 max_s=self._backoff_max_s,
@@ -689,9 +678,14 @@ class KinesisProducer:
             code = error.get("Code", "Unknown")
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if not is_retryable(code, status):
-                raise ProducerError(_fatal_message(self.stream_name, code, str(exc))) from exc
-        except (BotoConnectionError, HTTPClientError) as exc:
+                raise ProducerError(_fatal_message(self.stream_name, code, str(exc)),
+                                    service="kinesis", action="put records to", code=code,
+                                    resource=self.stream_name) from exc
+        except (BotoConnectionError, HTTPClientError) as exc:  # retried, see the module doc
             code = type(exc).__name__
+        except BotoCoreError as exc:  # no credentials or region: no retry can fix it
+            raise aws_error(exc, ProducerError, "kinesis", "put records to",
+                            f"stream {self.stream_name!r}") from exc
         else:
             self._send_ms.append((time.perf_counter() - started) * 1000)
             return sort_out_response(batch, response)

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
+from hrnb.boundary import file_errors
 from hrnb.errors import ConfigError, ProducerError, SpoolFullError
 from hrnb.wire.records import MAX_RECORD_BYTES
 
@@ -103,8 +104,9 @@ class Spool:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_file = _acquire_owner_lock(self.path)
+        with file_errors("open the spool", self.path, error=ProducerError):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_file = _acquire_owner_lock(self.path)
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import requests
 from notebook_workbench import stop_group
+from support import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -44,12 +44,6 @@ class Lab:
 
     def notebook_url(self, name: str) -> str:
         return f"{self.url}/lab/tree/{name}?token={self.token}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
@@ -94,7 +88,7 @@ def jupyterlab(root: Path, workdir: Path, env: Mapping[str, str] | None = None,
             if time.monotonic() > deadline:
                 raise RuntimeError(f"JupyterLab did not answer within {timeout_s:.0f} s; "
                                    f"see {log}")
-            time.sleep(0.5)
+            time.sleep(0.5)  # polling interval until JupyterLab answers
         yield Lab(url, token, root, log)
     finally:
         stop_group(process)

@@ -51,11 +51,11 @@ def chromium() -> Path:
 
 
 @pytest.fixture(scope="module")
-def bench(chromium: Path, settings: Settings,
+def bench(chromium: Path, settings: Settings, lambda_build_dir: Path,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workbench]:
     """A workbench set up by the set-up notebook, as a user would before the live one."""
     directory = tmp_path_factory.mktemp("browser-workbench")
-    with provisioned_workbench(settings, directory) as workbench:
+    with provisioned_workbench(settings, directory, lambda_build_dir) as workbench:
         run_notebook(source_notebook("setup"), directory / "01_setup.ipynb",
                      workbench.setup_parameters(), timeout_s=120)
         yield workbench
@@ -107,7 +107,7 @@ def test_live_notebook_in_jupyterlab_draws_live_and_the_index_catches_up(
                                    f"([name, n]) => name === {ATHLETE!r} && n >= 3)",
                                    timeout=90_000)
             first = line_points(page)
-            time.sleep(4)
+            time.sleep(4)  # a stretch of the live session: the line must grow over it
             second = line_points(page)
             assert not summary_file.exists(), "the session ended before the second look"
             assert second > first >= 3
@@ -122,7 +122,7 @@ def test_live_notebook_in_jupyterlab_draws_live_and_the_index_catches_up(
                     readings.append(counts)
                 if summary_file.exists() and counts and counts[0] == counts[1]:
                     break
-                time.sleep(0.5)
+                time.sleep(0.5)  # polling interval of the panel reading
             done = show_dashboard(page, tmp_path / "live_session_done.png")
             final_points = line_points(page)
         finally:

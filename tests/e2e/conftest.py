@@ -14,12 +14,12 @@ is torn down afterwards.
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from e2e_helpers import Pipeline, PollerProcess, say, wait_until
+from e2e_helpers import Pipeline, PollerProcess, say
+from support import free_port, wait_until
 from support.faultproxy import FaultProxy
 
 from hrnb import provision
@@ -28,23 +28,8 @@ from hrnb.config import Settings
 from hrnb.local import launcher
 from hrnb.provision.function import local_trigger_reading
 from hrnb.search_client import opensearch_client
-from infra_scripts.build_lambda import build
 
 PipelineFactory = Callable[..., Pipeline]
-
-
-@pytest.fixture(scope="session")
-def lambda_artifacts(tmp_path_factory: pytest.TempPathFactory) -> provision.LambdaArtifacts:
-    """The function zip and its layer, built once per test session."""
-    out_dir = tmp_path_factory.mktemp("e2e-lambda")
-    build(out_dir)
-    return provision.LambdaArtifacts.from_build_dir(out_dir)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from opensearchpy import helpers
+from support import put_payloads, read_shard
 
 from hrnb.config import Settings
 from hrnb.live import DASH, LiveModel
@@ -44,19 +45,6 @@ INDEXING_TIMEOUT_S = 60.0
 def say(message: str) -> None:
     """Progress of long steps (shown with ``pytest -s`` and in the report of a failed test)."""
     print(f"[e2e {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def wait_until(check: Callable[[], Any], *, timeout_s: float, what: str,
-               interval_s: float = 0.1) -> Any:
-    """Poll ``check`` until it returns something true; AssertionError naming ``what`` after
-    ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def key_of(item: Sample | Mapping[str, Any]) -> Key:
@@ -188,7 +176,7 @@ class LiveWatch:
             if time.monotonic() > deadline:
                 raise AssertionError(f"the live view got {len(self.samples) - start} of "
                                      f"{count} samples within {timeout_s:.0f} s")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # polling interval
 
     async def wait_event(self, kind: str, *, timeout_s: float = 30.0) -> ConnectionEvent:
         deadline = time.monotonic() + timeout_s
@@ -196,7 +184,7 @@ class LiveWatch:
             for event in self.events:
                 if event.kind == kind:
                     return event
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # polling interval
         raise AssertionError(f"no {kind!r} connection event within {timeout_s:.0f} s")
 
     def assert_kept_going(self, since: str) -> None:
@@ -298,24 +286,11 @@ class Pipeline:
 
     def stream_records(self, shard_id: str) -> list[dict[str, Any]]:
         """Every record of one shard, from its start, as GetRecords returns them."""
-        iterator = self.kinesis.get_shard_iterator(
-            StreamName=self.stream_name, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON",
-        )["ShardIterator"]
-        records: list[dict[str, Any]] = []
-        while iterator:
-            page = self.kinesis.get_records(ShardIterator=iterator, Limit=10000)
-            records += page["Records"]
-            if not page["Records"]:
-                break
-            iterator = page.get("NextShardIterator")
-        return records
+        return read_shard(self.kinesis, self.stream_name, shard_id)
 
     def put_raw(self, payloads: Sequence[bytes], partition_key: str) -> list[str]:
         """Write payloads on the stream as any other writer could; their sequence numbers."""
-        answer = self.kinesis.put_records(StreamName=self.stream_name, Records=[
-            {"Data": data, "PartitionKey": partition_key} for data in payloads])
-        assert answer["FailedRecordCount"] == 0, answer
-        return [entry["SequenceNumber"] for entry in answer["Records"]]
+        return put_payloads(self.kinesis, self.stream_name, payloads, partition_key)
 
     # --- OpenSearch ----------------------------------------------------------------------
     def count(self, index: str | None = None) -> int:
@@ -345,7 +320,7 @@ class Pipeline:
             if time.monotonic() - last_report >= 3:
                 say(f"indexed {count}/{expected} ({elapsed:.0f} s)")
                 last_report = time.monotonic()
-            time.sleep(0.25)
+            time.sleep(0.25)  # polling interval of the index count
 
     def indexed_versions(self) -> dict[Key, int]:
         """Every document's identity and ``_version`` (2+: written again, never duplicated);
@@ -471,19 +446,22 @@ class ProducerProcess:
     def keys(self) -> list[Key]:
         return [key_of(line["sample"]) for line in self.samples]
 
-    def wait_samples(self, count: int, *, timeout_s: float = 30.0) -> dict[str, Any]:
-        """Wait until the child reported ``count`` samples in all; the newest line."""
+    def wait_samples(self, count: int, *, timeout_s: float = 30.0,
+                     kind: str = "sample") -> dict[str, Any]:
+        """Wait until the child reported ``count`` samples in all (``kind="persisted"``: that
+        many samples in its on-disk spool); the newest such line."""
         deadline = time.monotonic() + timeout_s
         with self._changed:
             while True:
-                samples = [line for line in self.lines if "sample" in line]
-                if len(samples) >= count:
-                    return samples[-1]
+                found = [line for line in self.lines if kind in line]
+                if len(found) >= count:
+                    return found[-1]
                 remaining = deadline - time.monotonic()
                 ended = self.process.poll() is not None and not self._reader.is_alive()
                 if remaining <= 0 or ended:
-                    raise AssertionError(f"the producer process reported {len(samples)} of "
-                                         f"{count} samples (exit code {self.process.poll()})")
+                    raise AssertionError(f"the producer process reported {len(found)} of "
+                                         f"{count} {kind} lines (exit code "
+                                         f"{self.process.poll()})")
                 self._changed.wait(remaining)
 
     def stop(self, *, timeout_s: float = 90.0) -> dict[str, Any]:

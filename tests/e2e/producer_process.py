@@ -3,7 +3,8 @@
 ``hrnb stream`` does, with the live view's model listening.
 
 Each sample becomes one JSON line on stdout as soon as the producer accepted it: its identity,
-what the live header shows and the producer's counters. A line ``stop`` on stdin ends the
+what the live header shows and the producer's counters; a ``persisted`` line follows once the
+producer has it in the on-disk spool. A line ``stop`` on stdin ends the
 session cleanly (flush, then a ``summary`` line); the test may instead SIGKILL the process.
 """
 
@@ -29,6 +30,11 @@ async def run(args: argparse.Namespace) -> None:
     producer = KinesisProducer(kinesis_client(settings), args.stream, spool_path=args.spool,
                                backoff_max_s=1.0)
     live = LiveModel()
+    announcing: set[asyncio.Task[None]] = set()
+
+    async def announce_persisted(seq: int) -> None:
+        await producer.persisted()
+        print(json.dumps({"persisted": seq}), flush=True)
 
     def report(item: Sample | ConnectionEvent) -> None:
         now = datetime.now(UTC)
@@ -46,6 +52,9 @@ async def run(args: argparse.Namespace) -> None:
             "sent": metrics.sent,
             "unsent": metrics.unsent,
         }), flush=True)
+        task = asyncio.get_running_loop().create_task(announce_persisted(item.seq))
+        announcing.add(task)
+        task.add_done_callback(announcing.discard)
 
     async with producer:
         session = StreamSession(source, producer, listeners=[report], flush_timeout_s=60)

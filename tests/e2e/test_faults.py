@@ -17,7 +17,6 @@ import base64
 import json
 import random
 import signal
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -36,9 +35,8 @@ from e2e_helpers import (
     run_session,
     say,
     spooled_on_disk,
-    wait_until,
 )
-from support import run_async
+from support import run_async, wait_until
 from support.faultproxy import Delay, FailEntries, FaultProxy, Refuse, Respond, path_matches
 
 from hrnb.live import DASH, line_xy
@@ -103,7 +101,7 @@ async def test_kinesis_unreachable_for_30_s(pipeline: PipelineFactory) -> None:
         live.mark("outage")
         proxy.set_fault(Refuse())
         say(f"Kinesis unreachable for {KINESIS_OUTAGE_S:.0f} s")
-        await asyncio.sleep(KINESIS_OUTAGE_S)
+        await asyncio.sleep(KINESIS_OUTAGE_S)  # the outage's length is the scenario
         control.notes["at_the_end"] = control.session.progress().producer
         live.mark("restored")
         proxy.clear()
@@ -160,7 +158,7 @@ async def test_opensearch_answering_429_for_10_s(pipeline: PipelineFactory) -> N
         proxy.set_fault(Respond(429, REJECTED_EXECUTION, match=path_matches(r"/_bulk")))
         control.notes["count_at_start"] = await count_now(pipe)
         say(f"OpenSearch answers 429 to every bulk request for {THROTTLED_S:.0f} s")
-        await asyncio.sleep(THROTTLED_S)
+        await asyncio.sleep(THROTTLED_S)  # how long OpenSearch throttles is the scenario
         control.notes["count_at_end"] = await count_now(pipe)
         live.mark("accepting")
         proxy.clear()
@@ -280,7 +278,7 @@ async def test_a_batch_delivered_twice(pipeline: PipelineFactory) -> None:
         await asyncio.to_thread(poller.stop)  # finishes the batch in flight, checkpoints
         control.notes["replayed"] = await asyncio.to_thread(rewind_checkpoints)
         say(f"poller stopped; checkpoints rewound by {len(control.notes['replayed'])} records")
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(2.0)  # samples keep coming while the poller is down
         poller.start()
         live.mark("poller restarted")
         await live.wait_samples(8, since="poller restarted")
@@ -318,7 +316,7 @@ async def test_ble_dropout_and_reconnect(pipeline: PipelineFactory) -> None:
         monitor.go_out_of_range()
         await live.wait_event("disconnected")
         control.notes["header_during"] = live.model.header(athlete_id, datetime.now(UTC))
-        await asyncio.sleep(dropout_s)
+        await asyncio.sleep(dropout_s)  # the dropout's length is the scenario
         monitor.come_back_in_range()
         control.notes["reconnected"] = await live.wait_event("reconnected")
         live.mark("reconnected")
@@ -437,8 +435,8 @@ def test_producer_killed_during_an_outage_and_restarted_on_its_spool(
         proxy.set_fault(Refuse())
         outage_from = len(first.samples)
         say("Kinesis unreachable; the producer process spools")
-        first.wait_samples(outage_from + 12)
-        time.sleep(0.12)  # between two samples (every 250 ms): the newest is on disk by now
+        # Killed as soon as the 12th sample of the outage is on disk (the next is 250 ms off).
+        first.wait_samples(outage_from + 12, kind="persisted")
     finally:
         first.kill()
     say(f"producer process killed with {spooled_on_disk(pipe.spool_path)} records spooled")

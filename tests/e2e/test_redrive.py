@@ -9,7 +9,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from e2e_helpers import Pipeline, say, wait_until
+from e2e_helpers import Pipeline, say
+from support import wait_until
 from support.faultproxy import FaultProxy, Refuse
 
 from hrnb import provision

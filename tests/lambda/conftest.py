@@ -7,7 +7,6 @@ the packaged handler in a worker process, exactly as the local event source mapp
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,19 +14,14 @@ from typing import Any
 
 import pytest
 from lambda_helpers import ROLE_ARN, Indices
+from support import put_payloads, read_shard
 
 from hrnb.local.code_store import store_local_code, unpacked_code
 from hrnb.local.worker import FunctionSpec, LambdaWorker, find_runtime_python
 from hrnb.provision.indices import concrete_index
 from hrnb.wire.index_schema import dead_letter_template, index_template
 from hrnb.wire.kinesis import KinesisEvent, kinesis_event
-from infra_scripts.build_lambda import BuildResult, build
-
-
-@pytest.fixture(scope="session")
-def lambda_build(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
-    """The function zip and both layers, built once per test session."""
-    return build(tmp_path_factory.mktemp("lambda-build"))
+from infra_scripts.build_lambda import BuildResult
 
 
 @dataclass(frozen=True)
@@ -135,22 +129,10 @@ def through_stream(
         kinesis.create_stream(StreamName=name, ShardCount=1)
         created.append(name)
         kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.2})
-        for start in range(0, len(payloads), 500):
-            chunk = payloads[start:start + 500]
-            answer = kinesis.put_records(StreamName=name, Records=[
-                {"Data": data, "PartitionKey": "athlete-1"} for data in chunk])
-            assert answer["FailedRecordCount"] == 0
+        put_payloads(kinesis, name, payloads)
         summary = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
         shard_id = kinesis.list_shards(StreamName=name)["Shards"][0]["ShardId"]
-        iterator = kinesis.get_shard_iterator(
-            StreamName=name, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-        records: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 30
-        while len(records) < len(payloads) and time.monotonic() < deadline:
-            page = kinesis.get_records(ShardIterator=iterator, Limit=10000)
-            records += page["Records"]
-            iterator = page["NextShardIterator"]
+        records = read_shard(kinesis, name, shard_id, at_least=len(payloads))
         assert len(records) == len(payloads)
         return StreamBatch(summary["StreamARN"], shard_id, records)
 

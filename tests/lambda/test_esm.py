@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,18 +20,13 @@ from typing import Any
 
 import pytest
 from lambda_helpers import Indices, encoded, good_record
-from support import create_function
+from support import create_function, wait_until
 from support.sigv4_gateway import BulkThrottlingProxy
 
 from hrnb.config import Settings
 from hrnb.errors import StackError
 from hrnb.local.code_store import store_local_code, unpacked_code
-from hrnb.local.poller import (
-    backoff_s,
-    batch_length,
-    first_to_retry,
-    status_lines,
-)
+from hrnb.local.poller import status_lines
 from hrnb.provision.state import read_esm_status as read_status
 from infra_scripts.build_lambda import BuildResult
 
@@ -44,16 +38,6 @@ EVENT_RECORD_KEYS = {"kinesis", "eventSource", "eventVersion", "eventID", "event
 EVENT_PAYLOAD_KEYS = {"kinesisSchemaVersion", "partitionKey", "sequenceNumber", "data",
                       "approximateArrivalTimestamp"}
 EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
-
-
-def wait_until(check: Callable[[], Any], *, timeout_s: float = 30, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what or check}")
 
 
 @dataclass
@@ -309,29 +293,6 @@ def test_the_event_has_lambdas_kinesis_shape(
         assert record["eventName"] == "aws:kinesis:record"
         assert record["kinesis"]["kinesisSchemaVersion"] == "1.0"
         assert isinstance(record["kinesis"]["approximateArrivalTimestamp"], float)
-
-
-def test_first_to_retry_follows_lambdas_rules() -> None:
-    batch = ["11", "12", "13", "14"]
-    assert first_to_retry({"batchItemFailures": []}, batch) is None
-    assert first_to_retry(None, batch) is None
-    assert first_to_retry({"batchItemFailures": [{"itemIdentifier": "14"},
-                                                 {"itemIdentifier": "12"}]}, batch) == 1
-    # An answer Lambda cannot read fails the whole batch.
-    assert first_to_retry({"batchItemFailures": [{"itemIdentifier": "99"}]}, batch) == 0
-    assert first_to_retry({"batchItemFailures": [{"itemIdentifier": ""}]}, batch) == 0
-    assert first_to_retry({"batchItemFailures": [{}]}, batch) == 0
-    assert first_to_retry({"batchItemFailures": "12"}, batch) == 0
-
-
-def test_batches_stay_within_batch_size_and_the_payload_limit() -> None:
-    small = [{"Data": b"x" * 100}] * 10
-    assert batch_length(small, 4) == 4
-    assert batch_length(small[:3], 4) == 3
-    big = [{"Data": b"x" * 1024 * 1024}] * 10  # 1 MiB each, the Kinesis maximum
-    assert batch_length(big, 10) == 4  # 4 x 1.33 MiB base64 fits 6 MB, 5 does not
-    assert batch_length(big, 10, max_event_bytes=1) == 1  # never zero
-    assert [backoff_s(n) for n in (1, 2, 3, 10)] == [0.5, 1.0, 2.0, 30.0]
 
 
 def test_code_is_checked_against_its_digest_before_it_runs(

@@ -27,10 +27,6 @@ from hrnb.local.launcher import stop_process_group
 from hrnb.notebooks import notebook_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:  # infra_scripts is not an installed package
-    sys.path.insert(0, str(REPO_ROOT))
-
-from infra_scripts.build_lambda import build  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -52,14 +48,14 @@ class Workbench:
 
 
 @contextmanager
-def provisioned_workbench(settings: Settings, directory: Path) -> Iterator[Workbench]:
-    """A fresh prefix with its own poller; whatever the notebooks create is torn down after."""
+def provisioned_workbench(settings: Settings, directory: Path,
+                          build_dir: Path) -> Iterator[Workbench]:
+    """A fresh prefix with its own poller; whatever the notebooks create is torn down after.
+    ``build_dir`` holds the Lambda build (the session's ``lambda_build_dir`` fixture)."""
     prefix = f"nb{uuid.uuid4().hex[:8]}"
     own = settings.with_overrides(prefix=prefix, index_name=f"{prefix}-hr",
                                   dlq_index_name=f"{prefix}-hr-dlq",
                                   state_dir=directory / "state")
-    build_dir = directory / "lambda"
-    build(build_dir)
     poller_log = directory / "esm.log"
     with pytest.MonkeyPatch.context() as patch, poller_log.open("ab") as log:
         patch.setenv("HRNB_STATE_DIR", str(own.state_dir))

@@ -30,8 +30,10 @@ PLOTLY = "application/vnd.plotly.v1+json"
 
 
 @pytest.fixture(scope="module")
-def bench(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workbench]:
-    with provisioned_workbench(settings, tmp_path_factory.mktemp("workbench")) as workbench:
+def bench(settings: Settings, lambda_build_dir: Path,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workbench]:
+    with provisioned_workbench(settings, tmp_path_factory.mktemp("workbench"),
+                               lambda_build_dir) as workbench:
         yield workbench
 
 

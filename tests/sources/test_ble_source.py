@@ -64,7 +64,7 @@ class Collector:
     async def wait_for(self, count: int, timeout_s: float = 10.0) -> None:
         async with asyncio.timeout(timeout_s):
             while len(self.samples) < count:
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # polling interval until the samples arrived
 
     async def close(self) -> None:
         await self.source.aclose()
@@ -150,7 +150,7 @@ def test_dropout_is_reported_and_the_session_continues_without_duplicates(
 
         watch.go_out_of_range()
         assert not watch.notify(encode_measurement(99))  # nobody hears the watch out of range
-        await asyncio.sleep(gap_s)
+        await asyncio.sleep(gap_s)  # the dropout's length, which the assertions below check
         assert collector.kinds()[-1] == "disconnected"  # the chart shows "—" meanwhile
         watch.come_back_in_range()
 

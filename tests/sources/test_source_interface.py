@@ -146,7 +146,7 @@ def test_producer_waits_for_a_slow_consumer() -> None:
         source = CountingSource(100)
         progress = []
         async for item in source:
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(0.001)  # a slow consumer is the scenario
             progress.append(source.produced - int(item.detail))  # type: ignore[union-attr]
         return progress
 
@@ -178,7 +178,7 @@ def test_aclose_from_another_task_ends_a_waiting_consumer() -> None:
                 received += 1
 
         consumer = asyncio.create_task(consume())
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # the consumer runs a while before the source is closed
         await source.aclose()
         await asyncio.wait_for(consumer, 5.0)  # ends cleanly, no exception
         await source.aclose()
@@ -208,7 +208,7 @@ def test_a_flat_out_source_never_blocks_the_event_loop() -> None:
             nonlocal longest_gap
             last = loop.time()
             while not stop.is_set():
-                await asyncio.sleep(0.005)
+                await asyncio.sleep(0.005)  # the heartbeat measures the loop's responsiveness
                 now = loop.time()
                 longest_gap = max(longest_gap, now - last)
                 last = now

@@ -1,4 +1,5 @@
-"""Helpers shared by tests: temporary streams, reading a stream back, checking delivery.
+"""Helpers shared by the tests and the benchmarks: free ports, temporary streams, putting
+records on a stream and reading them back, checking delivery.
 
 ``faultproxy`` (a fault-injecting HTTP proxy) lives next to this module. ``child_producer_main``
 is the body of a real producer process that tests kill to prove the spool survives a crash.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import socket
 import sys
 import time
 from collections import Counter, defaultdict
@@ -32,6 +34,39 @@ def run_async(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., N
         asyncio.run(test(*args, **kwargs))
 
     return run
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now (bound once, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until(check: Callable[[], Any], *, timeout_s: float = 30.0, what: str = "",
+               interval_s: float = 0.1) -> Any:
+    """Poll ``check`` until it returns something true (its value); AssertionError naming
+    ``what`` after ``timeout_s``. The sleep is the polling interval: the wait ends on the
+    condition, not on a guess of how long something takes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval_s)  # the polling interval (see the docstring)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what or check}")
+
+
+async def eventually(check: Callable[[], Any], *, timeout_s: float = 10.0, what: str = "",
+                     interval_s: float = 0.01) -> Any:
+    """:func:`wait_until` on the event loop: the loop's other tasks run between polls."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        await asyncio.sleep(interval_s)  # the polling interval, see wait_until
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what or check}")
 
 
 def key_of(record: Record) -> Key:
@@ -73,29 +108,51 @@ class StreamedRecord:
     record: Record
 
 
+def put_payloads(client: Any, stream_name: str, payloads: Sequence[bytes],
+                 partition_key: str = "athlete-1") -> list[str]:
+    """PutRecords in requests of 500 as any writer could; every entry must be accepted.
+    Returns the sequence numbers in order."""
+    sequence_numbers: list[str] = []
+    for start in range(0, len(payloads), 500):
+        answer = client.put_records(StreamName=stream_name, Records=[
+            {"Data": data, "PartitionKey": partition_key}
+            for data in payloads[start:start + 500]])
+        assert answer["FailedRecordCount"] == 0, answer
+        sequence_numbers += [entry["SequenceNumber"] for entry in answer["Records"]]
+    return sequence_numbers
+
+
+def read_shard(client: Any, stream_name: str, shard_id: str, *, at_least: int = 0,
+               timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """One shard's records from its start, as GetRecords returns them: up to the first empty
+    page, or, with ``at_least``, until that many arrived (AssertionError after ``timeout_s``)."""
+    iterator = client.get_shard_iterator(
+        StreamName=stream_name, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    records: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    while iterator:
+        page = client.get_records(ShardIterator=iterator, Limit=10000)
+        records += page["Records"]
+        iterator = page.get("NextShardIterator")
+        if not at_least and not page["Records"] or at_least and len(records) >= at_least:
+            break
+        assert time.monotonic() < deadline, f"{len(records)} of {at_least} after {timeout_s} s"
+    return records
+
+
 def read_stream(client: Any, stream_name: str) -> list[StreamedRecord]:
     """Every record on every shard, from the start, in each shard's order (GetRecords)."""
-    streamed: list[StreamedRecord] = []
-    shards = client.list_shards(StreamName=stream_name)["Shards"]
-    for shard in shards:
-        iterator = client.get_shard_iterator(
-            StreamName=stream_name, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-        while iterator:
-            page = client.get_records(ShardIterator=iterator, Limit=10000)
-            for item in page["Records"]:
-                streamed.append(
-                    StreamedRecord(
-                        shard_id=shard["ShardId"],
-                        sequence_number=item["SequenceNumber"],
-                        partition_key=item["PartitionKey"],
-                        record=decode_record(item["Data"]),
-                    )
-                )
-            if not page["Records"]:
-                break
-            iterator = page.get("NextShardIterator")
-    return streamed
+    return [
+        StreamedRecord(
+            shard_id=shard["ShardId"],
+            sequence_number=item["SequenceNumber"],
+            partition_key=item["PartitionKey"],
+            record=decode_record(item["Data"]),
+        )
+        for shard in client.list_shards(StreamName=stream_name)["Shards"]
+        for item in read_shard(client, stream_name, shard["ShardId"])
+    ]
 
 
 @dataclass(frozen=True)
@@ -189,10 +246,10 @@ def child_producer_main(argv: Sequence[str]) -> None:
                 producer.submit(make_test_record(f"athlete-{athlete}", session, seq))
                 submitted += 1
             print(f"submitted {submitted}", flush=True)
-            await asyncio.sleep(0.005 * int(athletes))
-        await asyncio.sleep(0.5)  # the spooler writes within milliseconds; leave it time anyway
+            await asyncio.sleep(0.005 * int(athletes))  # pacing: about 200 records a second
+        await producer.persisted()
         print("done", flush=True)
-        await asyncio.sleep(3600)
+        await asyncio.sleep(3600)  # waits to be killed: the test's crash
 
     asyncio.run(run())
 

@@ -358,7 +358,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if isinstance(fault, Delay):
             proxy._count("delayed")
-            time.sleep(fault.seconds)
+            time.sleep(fault.seconds)  # the injected delay itself
         if isinstance(fault, Respond):
             proxy._count("responded")
             self._answer(proxy, fault.status, [("Content-Type", fault.content_type)], fault.body)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,14 +12,14 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from support import free_port
+
 
 @contextlib.contextmanager
 def private_emulator(cache_dir: Path, env: Mapping[str, str] | None = None) -> Iterator[str]:
     """The emulator's URL while the ``with`` block runs; ``env`` adds variables such as
     ``INITIAL_NO_AUTH_ACTION_COUNT`` or ``HRNB_STRICT_*``."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     environment = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
     environment.update(DOCKER_HOST="none://", HRNB_CACHE_DIR=str(cache_dir))
     environment.update(env or {})
@@ -37,7 +36,7 @@ def private_emulator(cache_dir: Path, env: Mapping[str, str] | None = None) -> I
             except OSError:
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise RuntimeError("the private emulator did not start") from None
-                time.sleep(0.1)
+                time.sleep(0.1)  # polling interval until the emulator answers
         yield url
     finally:
         process.terminate()

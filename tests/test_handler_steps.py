@@ -1,0 +1,107 @@
+"""The Lambda handler's pure steps, in-process on the sample events (no worker, no node).
+
+lambda/handler.py is imported from its folder as the function's runtime imports it; its
+configuration, the record-to-document step and the retry rule need no OpenSearch. The bulk
+request and its per-item outcomes are exercised against a real node in tests/lambda/.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from aws_lambda_powertools.utilities.data_classes import KinesisStreamEvent
+
+from hrnb.errors import ConfigError
+from hrnb.wire.alert import DEFAULT_ALERT_THRESHOLD_BPM
+from hrnb.wire.records import format_timestamp
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EVENTS_DIR = REPO_ROOT / "tests" / "events"
+#: Shortly after the sample events' samples were measured (2026-11-29 06:10 UTC).
+NOW = datetime(2026, 11, 29, 6, 10, 5, tzinfo=UTC)
+INGESTED_AT = format_timestamp(NOW)  # the handler formats it once per batch
+
+
+@pytest.fixture(scope="module")
+def handler() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("hrnb_lambda_handler",
+                                                  REPO_ROOT / "lambda" / "handler.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while being built
+    spec.loader.exec_module(module)
+    return module
+
+
+def _records(name: str) -> list[Any]:
+    return list(KinesisStreamEvent(json.loads((EVENTS_DIR / name).read_text())).records)
+
+
+def _config(handler: ModuleType, **environment: str) -> Any:
+    return handler.IndexerConfig.from_env({"OPENSEARCH_ENDPOINT": "search-hrnb.example",
+                                           "AWS_REGION": "ap-south-1", **environment})
+
+
+def test_configuration_defaults_and_the_shared_threshold(handler: ModuleType) -> None:
+    config = _config(handler)
+    assert config.endpoint == "https://search-hrnb.example"
+    assert (config.index_name, config.dlq_index_name) == ("heart_rate", "heart_rate-dlq")
+    assert config.alert_threshold_bpm == DEFAULT_ALERT_THRESHOLD_BPM
+    assert _config(handler, HR_ALERT_THRESHOLD="160").alert_threshold_bpm == 160
+
+
+@pytest.mark.parametrize(("environment", "named"), [
+    ({"OPENSEARCH_ENDPOINT": ""}, "OPENSEARCH_ENDPOINT"),
+    ({"AWS_REGION": ""}, "AWS_REGION"),
+    ({"HR_ALERT_THRESHOLD": "very high"}, "HR_ALERT_THRESHOLD"),
+    ({"HR_ALERT_THRESHOLD": "251"}, "HR_ALERT_THRESHOLD"),
+])
+def test_bad_configuration_names_the_variable(handler: ModuleType, environment: dict[str, str],
+                                              named: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _config(handler, **environment)
+    assert caught.value.setting == named
+
+
+def test_good_records_become_documents_keyed_by_athlete_session_seq(handler: ModuleType) -> None:
+    deliveries = [handler.to_delivery(record, _config(handler), NOW, INGESTED_AT)
+                  for record in _records("kinesis_heart_rate.json")]
+    assert [d.doc_id for d in deliveries] == ["athlete-1/2026-11-29-morning-run/0",
+                                              "athlete-1/2026-11-29-morning-run/1"]
+    assert [(d.dead_letter, d.alert, d.index) for d in deliveries] == [
+        (False, False, "heart_rate"), (False, True, "heart_rate")]  # 128 and 156 bpm
+    first = deliveries[0].document
+    assert first["heart_rate"] == 128
+    assert first["ingested_at"] == "2026-11-29T06:10:05.000Z"
+    assert first["kinesis_arrival"].endswith("Z")
+    action, source = deliveries[0].action_lines().splitlines()
+    assert json.loads(action)["index"]["_id"] == deliveries[0].doc_id
+    assert json.loads(source) == first
+
+
+def test_bad_records_become_dead_letters_saying_why(handler: ModuleType) -> None:
+    deliveries = [handler.to_delivery(record, _config(handler), NOW, INGESTED_AT)
+                  for record in _records("kinesis_bad_records.json")]
+    assert all(d.dead_letter and d.index == "heart_rate-dlq" for d in deliveries)
+    reasons = [d.document["reason"] for d in deliveries]
+    for reason, expected in zip(reasons, ["not JSON", "heart_rate must be an integer",
+                                          "heart_rate 12 bpm is outside 20..250",
+                                          "heart_rate 251 bpm is outside 20..250",
+                                          "not UTF-8"], strict=True):
+        assert expected in reason
+    # Keyed by stream position, so a redelivered bad record overwrites itself.
+    assert deliveries[0].doc_id == "hrnb-sample-events:shardId-000000000000:3"
+    assert deliveries[1].document["field"] == "heart_rate"
+
+
+def test_retryable_item_statuses(handler: ModuleType) -> None:
+    retryable = [s for s in (200, 400, 401, 403, 404, 408, 409, 429, 500, 503, "N/A", "TIMEOUT")
+                 if handler._is_retryable(s)]
+    assert retryable == [401, 403, 408, 429, 500, 503, "N/A", "TIMEOUT"]
