@@ -298,6 +298,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.records % max(BATCH_SIZES) or args.rounds < 2:
         parser.error("--records must be a multiple of 500 and --rounds at least 2")
     settings = Settings.from_env(target="local")
+    if settings.local_security:
+        # Both handlers sign with made-up keys that the SigV4 front rightly refuses.
+        raise SystemExit("bench_handler measures indexing, not access control: run it on a plain "
+                         "node (HRNB_OPENSEARCH_SECURITY=off hrnb local up)")
     opensearch = opensearch_client(settings, timeout=60)
     python = find_runtime_python("python3.12") or sys.executable
     load_before = os.getloadavg()

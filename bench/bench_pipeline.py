@@ -72,8 +72,8 @@ from hrnb.clients import aws_client  # noqa: E402
 from hrnb.config import Settings  # noqa: E402
 from hrnb.live import export_png  # noqa: E402
 from hrnb.local.launcher import stop_process_group  # noqa: E402
+from hrnb.provision.security import _admin_opensearch  # noqa: E402
 from hrnb.query import SearchableProbe, latency, plot_latency  # noqa: E402
-from hrnb.search_client import opensearch_client  # noqa: E402
 from hrnb.wire.records import encode_record, make_record  # noqa: E402
 from infra_scripts.build_lambda import build  # noqa: E402
 
@@ -473,7 +473,8 @@ def run_scenario(athletes: int, duration_s: float, *, emulator: Emulator, workdi
                  profile: bool = False) -> Outcome:
     progress(f"scenario: {athletes:,} athlete(s) at 1 Hz for {duration_s:.0f} s "
              f"({emulator.label})")
-    client = opensearch_client(Settings.from_env(target="local"), timeout=120)
+    stack = Settings.from_env(target="local")
+    client = _admin_opensearch(stack, str(stack.resolved_opensearch_url), timeout=120)
     tag = f"{athletes}-{uuid.uuid4().hex[:4]}"
     profiles = {"poller": workdir / f"poller-{tag}.prof",
                 "producer": workdir / f"producer-{tag}.prof"} if profile else {}

@@ -41,8 +41,8 @@ from opensearchpy import helpers  # noqa: E402
 
 from hrnb.config import Settings  # noqa: E402
 from hrnb.live import export_png  # noqa: E402
+from hrnb.provision.security import _admin_opensearch  # noqa: E402
 from hrnb.query import QueryResult, last_minutes, last_per_interval  # noqa: E402
-from hrnb.search_client import opensearch_client  # noqa: E402
 from hrnb.wire.index_schema import index_template  # noqa: E402
 from hrnb.wire.records import format_timestamp  # noqa: E402
 
@@ -266,7 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--delete", action="store_true", help="delete the index and exit")
     parser.add_argument("--output", type=Path, default=DOCS / "query.md")
     args = parser.parse_args(argv)
-    client = opensearch_client(Settings.from_env(target="local"), timeout=120)
+    settings = Settings.from_env(target="local")
+    client = _admin_opensearch(settings, str(settings.resolved_opensearch_url), timeout=120)
     if args.delete:
         if client.indices.exists(index=args.index):
             client.indices.delete(index=args.index)

@@ -78,6 +78,9 @@ def _print_stack(result: Any, *, as_json: bool) -> None:
               f"{service.version or ''}  ({pid}{rss})")
         if service.log_path:
             print(f"{'':<11} log: {service.log_path}")
+        if service.name == "opensearch" and result.security:
+            print(f"{'':<11} fine-grained access control: on (HRNB_OPENSEARCH_SECURITY=off for "
+                  "a plain node)")
         if service.name == "poller" and service.detail:
             for line in service.detail.splitlines():
                 print(f"{'':<11} {line}")

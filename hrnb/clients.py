@@ -87,3 +87,9 @@ def sigv4_auth(session: boto3.Session, region: str, service: str = "es") -> Any:
     if credentials is None:
         raise ConfigError("no AWS credentials found (configure them with 'aws configure')")
     return AWS4Auth(region=region, service=service, refreshable_credentials=credentials)
+
+
+def trusted_ca(settings: Settings) -> str | None:
+    """The CA bundle OpenSearch clients verify against: the local CA on the local target (its
+    SigV4 front and secured node), the system's otherwise."""
+    return str(settings.local_ca_path) if settings.is_local else None

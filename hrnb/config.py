@@ -64,8 +64,19 @@ class Settings:
     # Local stack.
     aws_port: int = 5000
     opensearch_port: int = 9200
-    opensearch_version: str = "2.19.6"
+    opensearch_version: str = "2.19.4"
     opensearch_heap_mb: int = 512
+    # Fine-grained access control on the local node: the security plugin, TLS and the SigV4
+    # front on ``opensearch_port``; the node itself listens on ``opensearch_node_port``
+    # (0: the next port). Off: a plain HTTP node on ``opensearch_port``.
+    opensearch_security: bool = True
+    opensearch_node_port: int = 0
+    # Where the running local stack keeps its CA and master user: state_dir when the settings
+    # are made, kept when a copy moves state_dir (a test's private provisioning state).
+    stack_state_dir: Path | None = None
+    # IAM principals (ARNs, comma-separated) that set-up maps to the reader role; empty: the
+    # caller of set-up.
+    reader_principals: str = ""
     cache_dir: Path = field(default_factory=_default_cache_dir)
     state_dir: Path = field(default_factory=_default_state_dir)
     # Endpoints: derived for the local target; for aws the OpenSearch URL is the domain endpoint.
@@ -73,6 +84,8 @@ class Settings:
     opensearch_url: str | None = None
 
     def __post_init__(self) -> None:
+        if self.stack_state_dir is None:
+            object.__setattr__(self, "stack_state_dir", self.state_dir)
         if self.target not in ("local", "aws"):
             raise ConfigError(
                 f"target must be 'local' or 'aws', got {self.target!r}", setting="target"
@@ -105,8 +118,9 @@ class Settings:
                 f"stream_shards must be 0 (on-demand) .. 500, got {self.stream_shards}",
                 setting="stream_shards",
             )
-        for name in ("aws_port", "opensearch_port"):
-            if not 1 <= getattr(self, name) <= 65535:
+        for name in ("aws_port", "opensearch_port", "opensearch_node_port"):
+            lowest = 0 if name == "opensearch_node_port" else 1  # 0: the next port
+            if not lowest <= getattr(self, name) <= 65535:
                 raise ConfigError(
                     f"{name} must be a TCP port, got {getattr(self, name)}", setting=name
                 )
@@ -115,6 +129,14 @@ class Settings:
                 f"opensearch_heap_mb must be 128..16384, got {self.opensearch_heap_mb}",
                 setting="opensearch_heap_mb",
             )
+        for arn in self.reader_principal_arns:
+            if not re.match(r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:(root|user/.+|role/.+|"
+                            r"assumed-role/.+)$", arn):
+                raise ConfigError(
+                    f"reader_principals: {arn!r} is not an IAM user, role or account root ARN "
+                    "(e.g. arn:aws:iam::123456789012:role/analyst)",
+                    setting="reader_principals",
+                )
         if self.target == "local":
             for name in ("aws_endpoint_url", "opensearch_url"):
                 url = getattr(self, name)
@@ -188,7 +210,38 @@ class Settings:
         """The local node's URL on the local target; the domain endpoint (once known) on AWS."""
         if self.opensearch_url:
             return self.opensearch_url
-        return f"http://127.0.0.1:{self.opensearch_port}" if self.is_local else None
+        if not self.is_local:
+            return None
+        scheme = "https" if self.opensearch_security else "http"
+        return f"{scheme}://127.0.0.1:{self.opensearch_port}"
+
+    @property
+    def local_security(self) -> bool:
+        """True when the local node runs the security plugin behind the SigV4 front."""
+        return self.is_local and self.opensearch_security
+
+    @property
+    def resolved_opensearch_node_port(self) -> int:
+        """The local node's own port (behind the front when security is on)."""
+        if not self.opensearch_security:
+            return self.opensearch_port
+        return self.opensearch_node_port or self.opensearch_port + 1
+
+    @property
+    def local_ca_path(self) -> Path:
+        """The local CA certificate that clients of the secured local stack trust (made by
+        ``hrnb local up`` in the stack's state directory)."""
+        return self.local_stack_dir / "tls" / "ca.pem"
+
+    @property
+    def local_stack_dir(self) -> Path:
+        """The state directory of the local stack these settings talk to."""
+        return self.stack_state_dir or self.state_dir
+
+    @property
+    def reader_principal_arns(self) -> tuple[str, ...]:
+        """The configured reader ARNs; empty means the caller of set-up."""
+        return tuple(arn.strip() for arn in self.reader_principals.split(",") if arn.strip())
 
     @property
     def spool_path(self) -> Path:
@@ -227,6 +280,13 @@ def _coerce(name: str, type_name: Any, raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{var}={raw!r} is not a whole number", setting=name) from None
-    if type_text == "Path":
+    if type_text == "bool":
+        lowered = raw.strip().lower()
+        if lowered in ("1", "on", "true", "yes"):
+            return True
+        if lowered in ("0", "off", "false", "no"):
+            return False
+        raise ConfigError(f"{var}={raw!r} must be on or off", setting=name)
+    if type_text in ("Path", "Path | None"):
         return Path(raw).expanduser()
     return raw

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from support import admin_opensearch
 
 from hrnb.clients import aws_client
 from hrnb.config import Settings
-from hrnb.search_client import opensearch_client
 
 if TYPE_CHECKING:
     from hrnb.provision import LambdaArtifacts
@@ -42,7 +42,9 @@ def make_aws_client(settings: Settings) -> Callable[[str], Any]:
 
 @pytest.fixture
 def opensearch(settings: Settings) -> Any:
-    return opensearch_client(settings)
+    """A client with every right, for tests that create, fill and inspect indices: the master
+    user on the secured local stack (as set-up signs in on AWS)."""
+    return admin_opensearch(settings)
 
 
 @pytest.fixture

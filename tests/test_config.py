@@ -50,8 +50,24 @@ def test_environment_overrides_are_typed() -> None:
     )
     assert settings.region == "eu-west-1"
     assert settings.opensearch_port == 9333
-    assert settings.resolved_opensearch_url == "http://127.0.0.1:9333"
+    assert settings.resolved_opensearch_url == "https://127.0.0.1:9333"  # the SigV4 front
+    assert settings.resolved_opensearch_node_port == 9334
     assert settings.state_dir == Path("/tmp/x")
+    assert settings.local_ca_path == Path("/tmp/x/tls/ca.pem")
+    plain = Settings.from_env({"HRNB_OPENSEARCH_PORT": "9333", "HRNB_OPENSEARCH_SECURITY": "off"})
+    assert plain.opensearch_security is False
+    assert plain.resolved_opensearch_url == "http://127.0.0.1:9333"
+    assert plain.resolved_opensearch_node_port == 9333
+    readers = Settings.from_env({"HRNB_READER_PRINCIPALS": " arn:aws:iam::123456789012:root, "
+                                 "arn:aws:iam::123456789012:role/analyst"})
+    assert readers.reader_principal_arns == ("arn:aws:iam::123456789012:root",
+                                             "arn:aws:iam::123456789012:role/analyst")
+
+
+def test_a_copy_with_its_own_state_dir_still_talks_to_the_running_stack() -> None:
+    settings = Settings.from_env({"HRNB_STATE_DIR": "/tmp/stack"})
+    private = settings.with_overrides(state_dir=Path("/tmp/private"))
+    assert private.local_ca_path == Path("/tmp/stack/tls/ca.pem")
 
 
 @pytest.mark.parametrize(
@@ -64,6 +80,8 @@ def test_environment_overrides_are_typed() -> None:
         ({"HRNB_AWS_PORT": "70000"}, "aws_port"),
         ({"HRNB_HR_ALERT_THRESHOLD_BPM": "400"}, "hr_alert_threshold_bpm"),
         ({"HRNB_INDEX_NAME": "Heart Rate"}, "index_name"),
+        ({"HRNB_OPENSEARCH_SECURITY": "maybe"}, "opensearch_security"),
+        ({"HRNB_READER_PRINCIPALS": "alice"}, "reader_principals"),
     ],
 )
 def test_bad_values_name_the_setting(environ: dict[str, str], setting: str) -> None:

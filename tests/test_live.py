@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import eventually
+from support import admin_opensearch, eventually
 
 from hrnb.config import Settings
 from hrnb.errors import ExportError
@@ -333,13 +333,12 @@ def test_indexed_panel_text_before_any_poll() -> None:
 def panel_index(settings: Settings) -> Iterator[tuple[Any, Settings]]:
     from opensearchpy.helpers import bulk
 
-    from hrnb.search_client import opensearch_client
     from hrnb.wire.index_schema import index_template
     from hrnb.wire.records import document_id, format_timestamp
 
     name = f"hrnb-live-test-{uuid.uuid4().hex[:8]}"
     settings = settings.with_overrides(index_name=name)
-    client = opensearch_client(settings)
+    client = admin_opensearch(settings)
     client.indices.create(index=name, body=index_template(name)["template"])
     docs = []
     for seq in range(20):
@@ -387,13 +386,11 @@ def test_indexed_panel_counts_lag_missing_and_latency(panel_index) -> None:
 
 @pytest.mark.stack
 def test_indexed_panel_reports_a_missing_index_and_keeps_polling(settings, caplog) -> None:
-    from hrnb.search_client import opensearch_client
-
     settings = settings.with_overrides(index_name=f"hrnb-absent-{uuid.uuid4().hex[:8]}")
 
     async def scenario() -> LiveDashboard:
         clock = Clock(at(0.1))
-        dashboard = LiveDashboard(settings, opensearch_client(settings), index_poll_s=0.05,
+        dashboard = LiveDashboard(settings, admin_opensearch(settings), index_poll_s=0.05,
                                   probe_every_s=0.05, redraw_every_s=0.05, clock=clock)
         dashboard.on_item(sample(0, 120))
         await dashboard.start()

@@ -144,6 +144,9 @@ def test_role_mapping_puts_users_and_roles_where_the_security_plugin_looks() -> 
     user = f"arn:aws:iam::{ACCOUNT}:user/alice"
     mapping = policies.security_role_mapping(user)
     assert mapping["users"] == [user] and mapping["backend_roles"] == []
+    root = f"arn:aws:iam::{ACCOUNT}:root"  # the account root is a user to the security plugin
+    mapping = policies.security_role_mapping(root, ROLE, user)
+    assert mapping["users"] == sorted([root, user]) and mapping["backend_roles"] == [ROLE]
 
 
 def test_security_roles_cover_only_the_heart_rate_indices() -> None:

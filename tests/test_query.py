@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 import pytest
 from opensearchpy import OpenSearch
 from opensearchpy.helpers import bulk
-from support import free_port
+from support import admin_opensearch, free_port
 
 from hrnb import query
 from hrnb.config import Settings
@@ -100,9 +100,7 @@ def index_documents(client: OpenSearch, name: str, docs: list[dict[str, Any]]) -
 @pytest.fixture(scope="module")
 def os_client(settings: Settings) -> OpenSearch:
     """One client for the module, on the shared local stack (started if nothing answers)."""
-    from hrnb.search_client import opensearch_client
-
-    return opensearch_client(settings)
+    return admin_opensearch(settings)
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+from support import remove_role_mappings
 
 from hrnb.config import Settings
 from hrnb.errors import HrnbError, ProvisionError
@@ -22,6 +23,7 @@ from hrnb.live.session import (
     verify_pipeline,
     write_report,
 )
+from hrnb.provision.security import ensure_role_mapping
 from hrnb.sources import from_spec
 
 
@@ -71,12 +73,16 @@ def test_verify_pipeline_names_the_function_when_no_record_comes_back(
     kinesis = make_aws_client("kinesis")  # a stream with no trigger and no function behind it
     kinesis.create_stream(StreamName=own.stream_name, ShardCount=1)
     kinesis.get_waiter("stream_exists").wait(StreamName=own.stream_name)
+    if own.local_security:  # set-up maps its caller as a reader before it verifies
+        ensure_role_mapping(own)
     try:
         with pytest.raises(ProvisionError) as caught:
             asyncio.run(verify_pipeline(own, timeout_s=6, resend_every_s=1))
     finally:
         make_aws_client("kinesis").delete_stream(StreamName=own.stream_name,
                                                  EnforceConsumerDeletion=True)
+        if own.local_security:
+            remove_role_mappings(own)
     message = str(caught.value)
     assert caught.value.resource == own.function_name
     sent = re.search(rf"none of (\d+) check records reached index '{own.index_name}'", message)

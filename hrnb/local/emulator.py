@@ -12,10 +12,14 @@ It also adds the AWS behaviours moto lacks where hrnb's defects would hide (:cla
 IAM propagation delay, hashed domain endpoints, UpdateShardCount limits, GetFunction without
 Tags, expiring STS sessions. Each is on by default and switched off by its ``HRNB_STRICT_*``
 variable.
+
+With fine-grained access control on, the same process serves the local domain endpoint
+(:mod:`hrnb.local.front`), which verifies SigV4 against the credentials moto keeps in memory.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -430,14 +434,28 @@ def enforce_like_aws() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """moto's server command line (``-H HOST -p PORT``), with the fixes applied first."""
+    """moto's server command line (``-H HOST -p PORT``), with the fixes applied first; with
+    ``--front-port``, also the local domain endpoint (:mod:`hrnb.local.front`), which reads the
+    emulator's credentials in this process."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--front-port", type=int)
+    parser.add_argument("--node-url")
+    parser.add_argument("--tls-dir", type=Path)
+    parser.add_argument("--region")
+    ours, rest = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
     honour_disabled_mappings()
     keep_deployed_code(Settings.from_env().cache_dir)
     Strictness.from_env().apply()
     enforce_like_aws()
+    if ours.front_port:
+        from hrnb.local.front import Front
+        from hrnb.local.tls import LocalTls
+
+        Front(port=ours.front_port, node_url=ours.node_url, tls=LocalTls(ours.tls_dir),
+              region=ours.region).start()
     from moto.server import main as moto_main
 
-    moto_main(list(sys.argv[1:] if argv is None else argv))
+    moto_main(rest)
 
 
 if __name__ == "__main__":

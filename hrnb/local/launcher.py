@@ -9,6 +9,7 @@ The emulator keeps its state in memory, so ``down`` forgets streams, roles and f
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -29,6 +31,16 @@ from pathlib import Path
 from hrnb.boundary import file_errors
 from hrnb.config import Settings
 from hrnb.errors import StackError
+from hrnb.local.front import PROXY_ADDRESS, ROLES_HEADER, USER_HEADER
+from hrnb.local.tls import ADMIN_NAME, NODE_NAME, LocalTls, ensure_local_tls
+from hrnb.provision.state import (
+    MASTER_USER_NAME,
+    MasterUser,
+    _write_private,
+    generate_master_password,
+    load_master_user,
+    master_user_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +52,7 @@ POLLER = "poller"
 SERVICES = (AWS, OPENSEARCH, POLLER)
 
 _MAVEN_ARTIFACT = "org.opensearch.distribution.integ-test-zip:opensearch:{version}:zip"
+_MAVEN_SECURITY = "org.opensearch.plugin:opensearch-security:{version}.0:zip"
 _HEALTH_TIMEOUT_S = 180.0
 
 
@@ -66,6 +79,7 @@ class StackStatus:
     started: tuple[str, ...] = ()
     stopped: tuple[str, ...] = ()
     state_dir: str = ""
+    security: bool = False
 
     def service(self, name: str) -> ServiceStatus:
         return next(s for s in self.services if s.name == name)
@@ -85,6 +99,7 @@ class StackStatus:
             "opensearch_url": opensearch.url,
             "opensearch_version": opensearch.version,
             "healthy": self.healthy,
+            "security": self.security,
             "pids": {s.name: s.pid for s in self.services},
             "logs": {s.name: s.log_path for s in self.services},
             "rss_mb": {s.name: s.rss_mb for s in self.services},
@@ -99,6 +114,7 @@ class StackStatus:
 class _Paths:
     state: Path
     cache: Path
+    tls: Path  # the local CA and certificates (the stack's, see Settings.stack_state_dir)
     pids: Path = field(init=False)
     logs: Path = field(init=False)
 
@@ -114,7 +130,8 @@ class _Paths:
 
 
 def _paths(settings: Settings) -> _Paths:
-    return _Paths(state=Path(settings.state_dir), cache=Path(settings.cache_dir))
+    return _Paths(state=Path(settings.state_dir), cache=Path(settings.cache_dir),
+                  tls=settings.local_ca_path.parent)
 
 
 # --- public API ----------------------------------------------------------------------------
@@ -126,7 +143,8 @@ def status(settings: Settings) -> StackStatus:
         _opensearch_status(settings, paths),
         _poller_status(settings, paths),
     )
-    return StackStatus(services=services, state_dir=str(paths.state))
+    return StackStatus(services=services, state_dir=str(paths.state),
+                       security=settings.local_security)
 
 
 def up(settings: Settings, *, progress: Progress | None = None, poller: bool = True) -> StackStatus:
@@ -139,12 +157,18 @@ def up(settings: Settings, *, progress: Progress | None = None, poller: bool = T
         with file_errors("create the state directory", directory, error=StackError):
             directory.mkdir(parents=True, exist_ok=True)
     started: list[str] = []
+    if settings.local_security:
+        ensure_local_tls(paths.tls)
+        ensure_local_master_user(settings)
     try:
         aws = _aws_status(settings, paths)
         if aws.healthy:
             say(f"emulated AWS already running at {aws.url}")
         else:
             _check_port_free(settings.aws_port, "emulated AWS", "HRNB_AWS_PORT")
+            if settings.local_security:
+                _check_port_free(settings.opensearch_port, "the local domain endpoint",
+                                 "HRNB_OPENSEARCH_PORT")
             say(f"starting emulated AWS (moto) on {settings.resolved_aws_endpoint_url}")
             _start_aws(settings, paths)
             started.append(AWS)
@@ -153,10 +177,14 @@ def up(settings: Settings, *, progress: Progress | None = None, poller: bool = T
         if opensearch.healthy:
             say(f"OpenSearch {opensearch.version} already running at {opensearch.url}")
         else:
-            _check_port_free(settings.opensearch_port, "OpenSearch", "HRNB_OPENSEARCH_PORT")
+            node_port = settings.resolved_opensearch_node_port
+            _check_port_free(node_port, "OpenSearch", "HRNB_OPENSEARCH_NODE_PORT"
+                             if settings.local_security else "HRNB_OPENSEARCH_PORT")
             home = ensure_opensearch(settings, progress=say)
-            say(f"starting OpenSearch {settings.opensearch_version} "
-                f"on {settings.resolved_opensearch_url}")
+            say(f"starting OpenSearch {settings.opensearch_version} on port {node_port}"
+                + (" with the security plugin (TLS, fine-grained access control) behind the "
+                   f"SigV4 front {settings.resolved_opensearch_url}"
+                   if settings.local_security else ""))
             _start_opensearch(settings, paths, home)
             started.append(OPENSEARCH)
 
@@ -173,7 +201,8 @@ def up(settings: Settings, *, progress: Progress | None = None, poller: bool = T
         _stop_services(paths, started)
         raise
     final = status(settings)
-    return StackStatus(services=final.services, started=tuple(started), state_dir=final.state_dir)
+    return StackStatus(services=final.services, started=tuple(started), state_dir=final.state_dir,
+                       security=final.security)
 
 
 def down(
@@ -195,52 +224,75 @@ def down(
                 say(f"wiping {directory}")
                 shutil.rmtree(directory)
     final = status(settings)
-    return StackStatus(services=final.services, stopped=tuple(stopped), state_dir=final.state_dir)
+    return StackStatus(services=final.services, stopped=tuple(stopped), state_dir=final.state_dir,
+                       security=final.security)
 
 
 # --- OpenSearch distribution ---------------------------------------------------------------
 def ensure_opensearch(settings: Settings, *, progress: Progress | None = None) -> Path:
-    """The unpacked OpenSearch distribution, fetched once into the cache with Maven."""
+    """The unpacked OpenSearch distribution (with the security plugin installed when the local
+    stack is secured), fetched once into the cache with Maven."""
     say = progress or (lambda message: log.info("%s", message))
     version = settings.opensearch_version
     cache = Path(settings.cache_dir)
-    home = cache / f"opensearch-{version}"
+    suffix = "-security" if settings.local_security else ""
+    home = cache / f"opensearch-{version}{suffix}"
     if (home / "bin" / "opensearch").exists():
         return home
-    archive = cache / "downloads" / f"opensearch-{version}.zip"
-    if not archive.exists():
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise StackError(
-                "Maven ('mvn') is needed once to fetch OpenSearch "
-                f"{version}: install it with 'apt-get install maven' (or 'conda install maven'), "
-                f"or put an integ-test zip of OpenSearch at {archive}"
-            )
-        say(f"fetching OpenSearch {version} with Maven (once; cached in {cache})")
-        archive.parent.mkdir(parents=True, exist_ok=True)
-        command = [
-            mvn, "-q", "-B", "dependency:copy",
-            f"-Dartifact={_MAVEN_ARTIFACT.format(version=version)}",
-            f"-DoutputDirectory={archive.parent}",
-        ]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=900)
-        if result.returncode != 0 or not archive.exists():
-            tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
-            raise StackError(
-                f"Maven could not fetch OpenSearch {version} "
-                f"({_MAVEN_ARTIFACT.format(version=version)}): " + " | ".join(tail)
-            )
+    archive = _maven_fetch(cache, _MAVEN_ARTIFACT.format(version=version),
+                           f"opensearch-{version}.zip", f"OpenSearch {version}", say)
+    plugin = None
+    if settings.local_security:
+        plugin = _maven_fetch(cache, _MAVEN_SECURITY.format(version=version),
+                              f"opensearch-security-{version}.0.zip",
+                              f"the OpenSearch security plugin {version}.0", say)
     say(f"unpacking {archive.name}")
-    staging = cache / f".opensearch-{version}.partial"
+    staging = cache / f".opensearch-{version}{suffix}.{os.getpid()}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     with zipfile.ZipFile(archive) as bundle:
         bundle.extractall(staging)
     inner = staging / f"opensearch-{version}"
     for script in (inner / "bin").iterdir():
         script.chmod(0o755)
-    inner.rename(home)
+    if plugin is not None:
+        say(f"installing {plugin.name}")
+        result = subprocess.run(
+            [str(inner / "bin" / "opensearch-plugin"), "install", "--batch", plugin.as_uri()],
+            capture_output=True, text=True, timeout=300,
+            env={**os.environ, "OPENSEARCH_JAVA_HOME": str(find_java())})
+        if result.returncode != 0:
+            tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
+            raise StackError(f"installing {plugin.name} failed: " + " | ".join(tail))
+    try:
+        inner.rename(home)
+    except OSError:
+        if not (home / "bin" / "opensearch").exists():  # not another hrnb finishing first
+            raise
     shutil.rmtree(staging, ignore_errors=True)
     return home
+
+
+def _maven_fetch(cache: Path, artifact: str, file_name: str, what: str, say: Progress) -> Path:
+    """A Maven artifact in the cache's downloads, fetched with ``mvn`` once."""
+    archive = cache / "downloads" / file_name
+    if archive.exists():
+        return archive
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise StackError(
+            f"Maven ('mvn') is needed once to fetch {what}: install it with "
+            "'apt-get install maven' (or 'conda install maven'), "
+            f"or put the zip ({artifact}) at {archive}"
+        )
+    say(f"fetching {what} with Maven (once; cached in {cache})")
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    command = [mvn, "-q", "-B", "dependency:copy", f"-Dartifact={artifact}",
+               f"-DoutputDirectory={archive.parent}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    if result.returncode != 0 or not archive.exists():
+        tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
+        raise StackError(f"Maven could not fetch {what} ({artifact}): " + " | ".join(tail))
+    return archive
 
 
 def find_java(environ: dict[str, str] | None = None) -> Path:
@@ -317,12 +369,18 @@ def _start_aws(settings: Settings, paths: _Paths) -> None:
     env["HRNB_CACHE_DIR"] = str(settings.cache_dir)  # where the emulator keeps deployed code
     command = [sys.executable, "-m", "hrnb.local.emulator", "-H", "127.0.0.1",
                "-p", str(settings.aws_port)]
+    if settings.local_security:
+        command += ["--front-port", str(settings.opensearch_port),
+                    "--node-url", f"https://127.0.0.1:{settings.resolved_opensearch_node_port}",
+                    "--tls-dir", str(paths.tls), "--region", settings.region]
     _spawn(paths, AWS, command, env)
 
 
 def _start_opensearch(settings: Settings, paths: _Paths, home: Path) -> None:
     java_home = find_java()
-    data, os_logs, tmp = (paths.state / "opensearch" / d for d in ("data", "logs", "tmp"))
+    # Data of one version per directory: a node refuses data an older or newer one wrote.
+    data, os_logs, tmp = (paths.state / "opensearch" / d
+                          for d in (f"data-{settings.opensearch_version}", "logs", "tmp"))
     for directory in (data, os_logs, tmp):
         with file_errors("create OpenSearch's directory", directory, error=StackError):
             directory.mkdir(parents=True, exist_ok=True)
@@ -333,13 +391,15 @@ def _start_opensearch(settings: Settings, paths: _Paths, home: Path) -> None:
         OPENSEARCH_JAVA_OPTS=f"-Xms{heap}m -Xmx{heap}m",
         OPENSEARCH_TMPDIR=str(tmp),
     )
+    if settings.local_security:
+        env["OPENSEARCH_PATH_CONF"] = str(_secured_config(settings, paths, home))
     command = [
         str(home / "bin" / "opensearch"),
         "-Ediscovery.type=single-node",
         "-Ecluster.name=hrnb-local",
         "-Enode.name=hrnb-local",
         "-Enetwork.host=127.0.0.1",
-        f"-Ehttp.port={settings.opensearch_port}",
+        f"-Ehttp.port={settings.resolved_opensearch_node_port}",
         f"-Epath.data={data}",
         f"-Epath.logs={os_logs}",
         # One node on a shared disk: never turn indices read-only over a disk watermark.
@@ -356,6 +416,92 @@ def _start_opensearch(settings: Settings, paths: _Paths, home: Path) -> None:
             )
         command = [unshare, "--user", "--map-user=1000", "--map-group=1000", *command]
     _spawn(paths, OPENSEARCH, command, env)
+
+
+def ensure_local_master_user(settings: Settings) -> MasterUser:
+    """The local node's master user, kept as on AWS: a random password in a 0600 file (the one
+    set-up reads to configure the security plugin)."""
+    master = load_master_user(settings)
+    if master is None:
+        master = MasterUser(MASTER_USER_NAME, generate_master_password())
+        _write_private(master_user_path(settings), json.dumps(
+            {"username": master.username, "password": master.password}) + "\n")
+    return master
+
+
+def _secured_config(settings: Settings, paths: _Paths, home: Path) -> Path:
+    """The node's configuration directory for this state directory: the distribution's, with TLS
+    from the local CA and the security plugin's settings (internal users with the master user,
+    basic and proxy authentication, the front's address as the only trusted proxy)."""
+    import bcrypt
+
+    config = paths.state / "opensearch" / "config"
+    shutil.rmtree(config, ignore_errors=True)
+    shutil.copytree(home / "config", config)
+    tls = LocalTls(paths.tls)
+    for name in (NODE_NAME,):
+        shutil.copy(tls.cert(name), config / f"{name}.pem")
+        shutil.copy(tls.key(name), config / f"{name}-key.pem")
+    shutil.copy(tls.ca, config / "ca.pem")
+    for path in config.glob("*-key.pem"):
+        path.chmod(0o600)
+    node_tls = {
+        f"plugins.security.ssl.{layer}.{item}": value
+        for layer in ("transport", "http")
+        for item, value in (("pemcert_filepath", f"{NODE_NAME}.pem"),
+                            ("pemkey_filepath", f"{NODE_NAME}-key.pem"),
+                            ("pemtrustedcas_filepath", "ca.pem"))
+    }
+    node_settings = {
+        **node_tls,
+        "plugins.security.ssl.http.enabled": True,
+        "plugins.security.ssl.transport.enforce_hostname_verification": False,
+        "plugins.security.authcz.admin_dn": [LocalTls.dn(ADMIN_NAME)],
+        "plugins.security.nodes_dn": [LocalTls.dn(NODE_NAME)],
+        "plugins.security.allow_default_init_securityindex": True,
+        "plugins.security.restapi.roles_enabled": ["all_access", "security_manager"],
+        "plugins.security.audit.type": "noop",
+        "plugins.security.system_indices.enabled": True,
+    }
+    with open(config / "opensearch.yml", "a") as handle:
+        handle.write("\n# hrnb: fine-grained access control (hrnb.local.launcher)\n")
+        handle.write("".join(f"{key}: {json.dumps(value)}\n"
+                             for key, value in node_settings.items()))
+    master = ensure_local_master_user(settings)
+    password_hash = bcrypt.hashpw(master.password.encode(), bcrypt.gensalt(12, b"2a")).decode()
+    security = config / "opensearch-security"
+    documents = {
+        "config.yml": {"_meta": {"type": "config", "config_version": 2}, "config": {"dynamic": {
+            "http": {"anonymous_auth_enabled": False, "xff": {
+                "enabled": True, "internalProxies": re.escape(PROXY_ADDRESS),
+                "remoteIpHeader": "x-forwarded-for"}},
+            "authc": {
+                "basic_internal_auth_domain": {
+                    "http_enabled": True, "transport_enabled": True, "order": 0,
+                    "http_authenticator": {"type": "basic", "challenge": False},
+                    "authentication_backend": {"type": "intern"}},
+                "proxy_auth_domain": {
+                    "http_enabled": True, "transport_enabled": True, "order": 1,
+                    "http_authenticator": {"type": "proxy", "challenge": False, "config": {
+                        "user_header": USER_HEADER, "roles_header": ROLES_HEADER}},
+                    "authentication_backend": {"type": "noop"}},
+            },
+        }}},
+        "internal_users.yml": {
+            "_meta": {"type": "internalusers", "config_version": 2},
+            master.username: {"hash": password_hash, "reserved": True,
+                              "description": "hrnb local master user"},
+        },
+        "roles_mapping.yml": {
+            "_meta": {"type": "rolesmapping", "config_version": 2},
+            "all_access": {"reserved": False, "users": [master.username]},
+            "security_manager": {"reserved": False, "users": [master.username]},
+        },
+    }
+    for name, document in documents.items():
+        # JSON is YAML; the password appears only as its bcrypt hash.
+        _write_private(security / name, json.dumps(document, indent=2) + "\n")
+    return config
 
 
 def _poller_available() -> bool:
@@ -516,9 +662,21 @@ def _rss_mb(pid: int | None) -> float | None:
     return round(total / 2**20, 1)
 
 
-def _http_json(url: str, timeout: float = 2.0) -> object | None:
+def _http_json(url: str, timeout: float = 2.0, *, settings: Settings | None = None
+               ) -> object | None:
+    """GET ``url`` as JSON; with ``settings`` of a secured stack, as its master user over TLS
+    verified against the local CA."""
+    request = urllib.request.Request(url)
+    context = None
+    if settings is not None and settings.local_security:
+        master = load_master_user(settings)
+        if master is None or not settings.local_ca_path.exists():
+            return None
+        token = base64.b64encode(f"{master.username}:{master.password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+        context = ssl.create_default_context(cafile=str(settings.local_ca_path))
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return json.loads(response.read() or b"null")
     except (urllib.error.URLError, OSError, ValueError):
         return None
@@ -547,13 +705,16 @@ def _aws_status(settings: Settings, paths: _Paths) -> ServiceStatus:
 def _opensearch_status(settings: Settings, paths: _Paths) -> ServiceStatus:
     url = settings.resolved_opensearch_url
     pid = _read_pid(paths, OPENSEARCH)
-    health = _http_json(f"{url}/_cluster/health")
-    root = _http_json(f"{url}/") if health else None
+    health = _http_json(f"{url}/_cluster/health", settings=settings)
+    root = _http_json(f"{url}/", settings=settings) if health else None
     healthy = isinstance(health, dict) and health.get("status") in ("green", "yellow")
     version = None
     if isinstance(root, dict):
         version = root.get("version", {}).get("number")
     detail = f"cluster {health.get('status')}" if isinstance(health, dict) else ""
+    if settings.local_security:
+        detail += (f"; security plugin, TLS; SigV4 front {url} -> node port "
+                   f"{settings.resolved_opensearch_node_port}")
     return ServiceStatus(
         name=OPENSEARCH, url=url, healthy=healthy, pid=pid, managed=pid is not None,
         log_path=str(paths.log_file(OPENSEARCH)), version=version, rss_mb=_rss_mb(pid),

@@ -273,6 +273,10 @@ def load_deployment(
         "AWS_SECRET_ACCESS_KEY": assumed["SecretAccessKey"],
         "AWS_SESSION_TOKEN": assumed["SessionToken"],
     }
+    if settings.local_security:
+        # The local domain endpoint's certificate comes from the local CA; Lambda's runtime
+        # trusts the public CAs the same way (opensearch-py reads SSL_CERT_FILE).
+        environment["SSL_CERT_FILE"] = str(settings.local_ca_path)
     spec = FunctionSpec(
         function_name=config["FunctionName"],
         function_arn=config["FunctionArn"],
@@ -856,7 +860,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("state_dir", args.state_dir), ("aws_endpoint_url", args.aws_endpoint_url),
         ("region", args.region)) if value is not None}
     try:
-        settings = Settings.from_env(**overrides)
+        # The poller's own state may live elsewhere; the CA is the stack's.
+        settings = Settings.from_env().with_overrides(**overrides)
         if not settings.is_local:
             raise ConfigError("the local event source mapping only runs on the local target "
                               "(on AWS, Lambda polls the stream itself)", setting="target")

@@ -10,8 +10,9 @@ changing anything. Every resource carries the tag ``hrnb:prefix``, so a name cla
 something hrnb did not create is an error instead of a takeover, and teardown never deletes it.
 
 On the local target the control plane is the emulator and the data-plane steps go to the local
-OpenSearch node (the emulated domain's endpoint is fictitious); there is no security plugin, so
-role mapping reports ``skipped``. The event source mapping is created disabled there: the local
+OpenSearch node's SigV4 front (the emulated domain's endpoint is fictitious), whose security
+plugin gets the same role mappings as on AWS (``skipped`` only with HRNB_OPENSEARCH_SECURITY=off).
+The event source mapping is created disabled there: the local
 poller reads its settings and invokes the deployed code itself.
 """
 

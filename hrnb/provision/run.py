@@ -228,7 +228,8 @@ def _teardown(settings: Settings, aws: AwsClients, *, apply: bool, progress: Pro
     remaining = remaining_resources(settings, aws, left_alone=left_alone)
     if not remaining:
         StateFile(settings).delete()
-        master_user_path(settings).unlink(missing_ok=True)
+        if not settings.is_local:  # the local node's master user belongs to the stack
+            master_user_path(settings).unlink(missing_ok=True)
     return TeardownReport(tuple(results), remaining)
 
 

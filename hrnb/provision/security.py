@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from hrnb.clients import trusted_ca
 from hrnb.config import Settings
 from hrnb.errors import ProvisionError
 from hrnb.provision import policies
@@ -17,17 +18,16 @@ if TYPE_CHECKING:
     from opensearchpy import OpenSearch
 
 
-def _admin_opensearch(settings: Settings, url: str) -> OpenSearch:
-    """A data-plane client with the rights to create templates: plain HTTP to the local node,
-    the internal master user (HTTPS, basic auth) on AWS."""
+def _admin_opensearch(settings: Settings, url: str, *, timeout: float = 30.0) -> OpenSearch:
+    """A data-plane client with the rights to create templates and map roles: the internal
+    master user (HTTPS, basic auth), as on AWS; plain HTTP to a local node without security."""
     from opensearchpy import OpenSearch
 
-    if settings.is_local:
-        return OpenSearch(hosts=[url], timeout=30.0)
+    if settings.is_local and not settings.opensearch_security:
+        return OpenSearch(hosts=[url], timeout=timeout)
     master = _require_master_user(settings)
-
     return OpenSearch(hosts=[url], http_auth=(master.username, master.password), use_ssl=True,
-                      verify_certs=True, timeout=30.0)
+                      verify_certs=True, ca_certs=trusted_ca(settings), timeout=timeout)
 
 
 def _require_master_user(settings: Settings) -> MasterUser:
@@ -61,30 +61,39 @@ def ensure_role_mapping(settings: Settings, clients: AwsClients | None = None,
                               url=url or opensearch_url(settings, aws))
 
 
+def reader_principals(settings: Settings, aws: AwsClients) -> tuple[str, ...]:
+    """Who may read: ``settings.reader_principals`` (HRNB_READER_PRINCIPALS), else the caller of
+    set-up, as the IAM ARNs fine-grained access control sees."""
+    return tuple(policies.iam_principal_arn(arn)
+                 for arn in settings.reader_principal_arns or (aws.caller_arn,))
+
+
 def _role_mapping_step(settings: Settings, aws: AwsClients, *, apply: bool,
                        url: str | None) -> StepResult:
     resource = f"{writer_role_name(settings)}, {reader_role_name(settings)}"
-    if settings.is_local:
+    if settings.is_local and not settings.opensearch_security:
         return StepResult("role mapping", "skipped", resource, None,
-                          "the local OpenSearch node runs without the security plugin; "
-                          "nothing to map")
+                          "the local OpenSearch node runs without the security plugin "
+                          "(HRNB_OPENSEARCH_SECURITY=off); nothing to map")
     if url is None:
         return StepResult("role mapping", "created", resource, None,
                           "after the domain is active")
     client = _admin_opensearch(settings, url)
     indices = (settings.index_name, settings.dlq_index_name)
     wanted = (
-        (writer_role_name(settings), policies.security_writer_role(indices), aws.arns.role),
+        (writer_role_name(settings), policies.security_writer_role(indices), (aws.arns.role,)),
         (reader_role_name(settings), policies.security_reader_role(indices),
-         policies.iam_principal_arn(aws.caller_arn)),
+         reader_principals(settings, aws)),
     )
     changes = []
-    for role_name, role_body, principal in wanted:
-        mapping_body = policies.security_role_mapping(principal)
+    found = False
+    for role_name, role_body, principals in wanted:
+        mapping_body = policies.security_role_mapping(*principals)
         for kind, body in (("roles", role_body), ("rolesmapping", mapping_body)):
             path = f"/_plugins/_security/api/{kind}/{role_name}"
             current = _opensearch(role_name, f"read security {kind} of", client.transport.
                                   perform_request, missing_ok=True, method="GET", url=path)
+            found = found or bool(current)
             if not covers((current or {}).get(role_name), body):
                 changes.append(f"{kind[:-1]} {role_name}")
                 if apply:
@@ -93,5 +102,5 @@ def _role_mapping_step(settings: Settings, aws: AwsClients, *, apply: bool,
                                 body=body)
     if not changes:
         return StepResult("role mapping", "unchanged", resource, url, "writer and reader mapped")
-    return StepResult("role mapping", "updated", resource, url, "wrote " + ", ".join(changes))
-
+    return StepResult("role mapping", "updated" if found else "created", resource, url,
+                      "wrote " + ", ".join(changes))

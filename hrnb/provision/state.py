@@ -93,7 +93,10 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def master_user_path(settings: Settings) -> Path:
-    """Where the domain's master user name and password live (mode 0600)."""
+    """Where the domain's master user name and password live (mode 0600). The local stack has one
+    node for every prefix, so one master user."""
+    if settings.is_local:
+        return settings.local_stack_dir / "opensearch-master-local.json"
     return settings.state_dir / f"opensearch-master-{settings.target}-{settings.prefix}.json"
 
 

@@ -4,6 +4,8 @@ with search_after and composite aggregations."""
 from __future__ import annotations
 
 import copy
+import json
+import re
 from collections.abc import Hashable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,10 +21,34 @@ if TYPE_CHECKING:
 
 def _search(client: OpenSearch, index: str, body: dict[str, Any]) -> dict[str, Any]:
     """One search; OpenSearch's errors become QueryError naming the index and what to do."""
+    from opensearchpy.exceptions import AuthorizationException
+
     with opensearch_errors(QueryError, "search", f"index {index!r}",
                            missing="it does not exist yet: run the set-up (hrnb setup) or check "
                                    "settings.index_name"):
-        return client.search(index=index, body=body)
+        try:
+            return client.search(index=index, body=body)
+        except AuthorizationException as exc:  # signed, but not mapped to a reader role
+            raise QueryError(_unmapped_reader(index, exc)) from exc
+
+
+_USER_RE = re.compile(r"User \[name=(?P<name>[^,\]]+), backend_roles=\[(?P<roles>[^\]]*)\]")
+
+
+def _unmapped_reader(index: str, exc: Any) -> str:
+    """One line for a 403 from fine-grained access control: who is not mapped, and the set-up
+    command that maps them to the reader role."""
+    reason = json.dumps(exc.info, default=str) if exc.info else str(exc.error)
+    found = _USER_RE.search(reason)
+    if found is None:
+        return (f"OpenSearch refused the query on {index!r} (HTTP 403): your IAM identity is not "
+                "mapped to set-up's reader role (<prefix>-operator-reader); add its ARN with "
+                "HRNB_READER_PRINCIPALS=<ARN>[,...] hrnb setup")
+    roles = [role.strip() for role in found["roles"].split(",") if role.strip()]
+    principal = roles[0] if roles else found["name"]  # an assumed role is mapped by its role
+    return (f"OpenSearch refused the query on {index!r} (HTTP 403): {principal} is not mapped "
+            "to set-up's reader role (<prefix>-operator-reader); add it with "
+            f"HRNB_READER_PRINCIPALS={principal}[,...] hrnb setup")
 
 
 def _fetch_samples(

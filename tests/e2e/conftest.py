@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from e2e_helpers import Pipeline, PollerProcess, say
-from support import free_port, wait_until
+from support import admin_opensearch, free_port, wait_until
 from support.faultproxy import FaultProxy
 
 from hrnb import provision
@@ -27,7 +27,6 @@ from hrnb.clients import aws_client
 from hrnb.config import Settings
 from hrnb.local import launcher
 from hrnb.provision.function import local_trigger_reading
-from hrnb.search_client import opensearch_client
 
 PipelineFactory = Callable[..., Pipeline]
 
@@ -58,9 +57,10 @@ def pipeline(
             home.mkdir()
             node_settings = settings
             if private_opensearch:
+                # A plain node: the SigV4 front of a secured one lives in the shared emulator.
                 node_settings = settings.with_overrides(
                     opensearch_port=free_port(), opensearch_url=None,
-                    state_dir=home / "opensearch-node")
+                    state_dir=home / "opensearch-node", opensearch_security=False)
                 say(f"private OpenSearch node on {node_settings.resolved_opensearch_url}")
                 cleanup.callback(launcher.down, node_settings, only=(launcher.OPENSEARCH,))
                 launcher.up(node_settings, poller=False, progress=say)
@@ -72,7 +72,7 @@ def pipeline(
                 search_proxy.start()
                 cleanup.callback(search_proxy.stop)
                 function_url = search_proxy.url
-            own = settings.with_overrides(
+            own = node_settings.with_overrides(
                 prefix=prefix, index_name=f"{prefix}-hr", dlq_index_name=f"{prefix}-hr-dlq",
                 state_dir=home / "state", stream_shards=shards, opensearch_url=function_url)
 
@@ -105,7 +105,7 @@ def pipeline(
                 node_settings=node_settings,
                 mapping_uuid=mapping_uuid,
                 poller=poller,
-                search=opensearch_client(node_settings, timeout=30.0),
+                search=admin_opensearch(node_settings),
                 kinesis=kinesis,
                 producer_settings=producer_settings,
                 spool_path=home / "spool.sqlite3",

@@ -16,12 +16,12 @@ from typing import Any
 
 from e2e_helpers import Key, PollerProcess, say, wait_until
 from opensearchpy import helpers
+from support import admin_opensearch
 
 from hrnb import provision
 from hrnb.config import Settings
 from hrnb.local import launcher
 from hrnb.provision.function import local_trigger_reading
-from hrnb.search_client import opensearch_client
 from hrnb.stream.session import StreamOptions, StreamSummary, run_stream
 
 
@@ -58,7 +58,7 @@ class OperatorStack:
 
     def keys(self, own: Settings, *, index: str | None = None) -> Counter[Key]:
         """Every heart-rate document of the index (or alias), counted by identity."""
-        client = opensearch_client(own)
+        client = admin_opensearch(own)
         name = index or own.index_name
         if not client.indices.exists(index=name):
             return Counter()

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 from e2e_helpers import wait_until
 from operator_stack import OperatorStack, PrivateServices
+from support import admin_opensearch
 from support.faultproxy import FaultProxy, Respond, kinesis_operation
 
 from hrnb import provision
 from hrnb.clients import aws_client
 from hrnb.config import Settings
 from hrnb.errors import ProvisionError
-from hrnb.search_client import opensearch_client
 from hrnb.stream.producer import kinesis_client
 
 pytestmark = pytest.mark.stack
@@ -128,7 +128,7 @@ def test_the_function_never_writes_where_setup_put_no_mapping(
     ops.setup(own)
     first = ops.stream(own, seconds=3, seed=1)
     _all_indexed(ops, own, first)
-    admin = opensearch_client(own)
+    admin = admin_opensearch(own)
     for alias in (own.index_name, own.dlq_index_name):  # as item 1's teardown did
         admin.indices.delete(index=f"{alias}-000001")
     second = ops.stream(own, seconds=4, seed=2, verify_timeout_s=3)

@@ -33,6 +33,8 @@ def handler_environment(settings: Settings, endpoint: str, indices: Indices,
         "AWS_ACCESS_KEY_ID": ACCESS_KEY,
         "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
         "AWS_SESSION_TOKEN": SESSION_TOKEN,
+        # As the poller does: the secured stack's endpoints have certificates of the local CA.
+        **({"SSL_CERT_FILE": str(settings.local_ca_path)} if settings.local_security else {}),
         **extra,
     }
 

@@ -20,13 +20,14 @@ from typing import Any
 
 import pytest
 from lambda_helpers import Indices, encoded, good_record
-from support import create_function, wait_until
+from support import create_function, remove_role_mappings, wait_until
 from support.sigv4_gateway import BulkThrottlingProxy
 
 from hrnb.config import Settings
 from hrnb.errors import StackError
 from hrnb.local.code_store import store_local_code, unpacked_code
 from hrnb.local.poller import status_lines
+from hrnb.provision.security import ensure_role_mapping
 from hrnb.provision.state import read_esm_status as read_status
 from infra_scripts.build_lambda import BuildResult
 
@@ -44,7 +45,7 @@ EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
 class Deployed:
     """A function, its layer, role, stream and (disabled) mapping on the emulator."""
 
-    settings: Settings  # state_dir is this test's own
+    settings: Settings  # state_dir is this test's own; prefix and indices name the role mapping
     name: str
     mapping_uuid: str
     role_arn: str
@@ -70,18 +71,25 @@ def deploy(
     cleanups: list[Callable[[], Any]] = []
 
     def deploy_function(*, endpoint: str | None = None, environment: dict[str, str] | None = None,
-                        **mapping_options: Any) -> Deployed:
+                        mapped: bool = True, **mapping_options: Any) -> Deployed:
+        """``mapped``: the role is mapped to the writer role in the security plugin, as set-up
+        does (only on the secured stack; unmapped, its writes get 403)."""
         name = unique_name("hr-test-fn")
-        local = settings.with_overrides(state_dir=tmp_path / "state")
+        local = settings.with_overrides(state_dir=tmp_path / "state", prefix=unique_name("w")[:10],
+                                        index_name=indices.name, dlq_index_name=indices.dlq)
         # Uploaded like any deployment: the emulator keeps the zips in the shared code store.
         function_zip = lambda_build.function.path.read_bytes()
         layer_zip = lambda_build.layer("x86_64").path.read_bytes()
         trust = {"Version": "2012-10-17", "Statement": [{
             "Effect": "Allow", "Action": "sts:AssumeRole",
             "Principal": {"Service": "lambda.amazonaws.com"}}]}
-        role_arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust)
-                                   )["Role"]["Arn"]
-        cleanups.append(lambda: iam.delete_role(RoleName=name))
+        role_arn = iam.create_role(RoleName=local.role_name,
+                                   AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+        cleanups.append(lambda: iam.delete_role(RoleName=local.role_name))
+        if local.local_security:
+            cleanups.append(lambda: remove_role_mappings(local))
+            if mapped:
+                assert ensure_role_mapping(local).action == "created"
         layer = lam.publish_layer_version(LayerName=name, Content={"ZipFile": layer_zip},
                                           CompatibleRuntimes=["python3.12"])
         cleanups.append(lambda: lam.delete_layer_version(LayerName=name, VersionNumber=1))
@@ -275,6 +283,35 @@ def test_a_failing_function_is_retried_with_backoff_then_its_batch_kept_aside(
     wait_until(lambda: "redeployed" in esm.log_path.read_text(), what="the redeploy")
     put(make_aws_client, deployed.name, "s-fixed", range(3))
     wait_until(lambda: deployed.count(opensearch) == 3, what="3 documents after the fix")
+
+
+def test_an_unmapped_role_is_refused_and_retried_then_every_record_is_indexed_once_mapped(
+    deploy: Callable[..., Deployed], poller: Callable[[Deployed], PollerProcess],
+    make_aws_client: Callable[..., Any], opensearch: Any, settings: Settings,
+) -> None:
+    if not settings.local_security:
+        pytest.skip("the local stack runs without security (HRNB_OPENSEARCH_SECURITY=off)")
+    deployed = deploy(mapped=False, BatchSize=4)
+    esm = poller(deployed)
+    put(make_aws_client, deployed.name, "s-fgac", range(6))
+    # The function runs as its execution role, which no security-plugin role maps yet.
+    shard = wait_until(lambda: (s := esm.shard_status()) and s["partial_failures"] >= 2 and s,
+                       what="two refused attempts", timeout_s=60)
+    assert shard["records_succeeded"] == 0 and shard["records_discarded"] == 0
+    assert deployed.count(opensearch) == 0
+    function_log = deployed.settings.state_dir / "lambda-logs" / f"{deployed.name}.log"
+    assert "403" in function_log.read_text()
+
+    assert ensure_role_mapping(deployed.settings).action == "created"
+
+    wait_until(lambda: deployed.count(opensearch) == 6, what="6 documents", timeout_s=60)
+    shard = wait_until(lambda: (s := esm.shard_status()) and s["records_succeeded"] == 6
+                       and s, what="the status file")
+    assert shard["records_discarded"] == 0
+    hits = opensearch.search(index=deployed.indices.name, body={"size": 100})["hits"]["hits"]
+    ids = [hit["_id"] for hit in hits]
+    assert sorted(ids) == sorted(f"athlete-1/s-fgac/{seq}" for seq in range(6))
+    assert opensearch.count(index=deployed.indices.name)["count"] == 6
 
 
 def test_the_event_has_lambdas_kinesis_shape(

@@ -69,13 +69,14 @@ def gateway(settings: Settings) -> Any:
 
 
 def test_good_records_are_indexed_by_identity_with_pipeline_fields(
-    settings: Settings, opensearch: Any, indices: Indices, start_worker: Callable[..., Any],
+    settings: Settings, gateway: SigV4Gateway,
+    opensearch: Any, indices: Indices, start_worker: Callable[..., Any],
     through_stream: Callable[..., Any],
 ) -> None:
     heart_rates = [90, 151, 120, 200, 150]
     records = [good_record("s-good", seq, bpm) for seq, bpm in enumerate(heart_rates)]
     batch = through_stream(encoded(records))
-    worker = start_worker(handler_environment(settings, str(settings.resolved_opensearch_url),
+    worker = start_worker(handler_environment(settings, gateway.url,
                                               indices))
     before = datetime.now(UTC)
 
@@ -105,7 +106,8 @@ def test_good_records_are_indexed_by_identity_with_pipeline_fields(
 
 
 def test_every_kind_of_bad_record_is_dead_lettered_and_the_batch_goes_on(
-    settings: Settings, opensearch: Any, indices: Indices, start_worker: Callable[..., Any],
+    settings: Settings, gateway: SigV4Gateway,
+    opensearch: Any, indices: Indices, start_worker: Callable[..., Any],
     through_stream: Callable[..., Any],
 ) -> None:
     now = datetime.now(UTC)
@@ -139,7 +141,7 @@ def test_every_kind_of_bad_record_is_dead_lettered_and_the_batch_goes_on(
         7: "not UTF-8",
         8: "not base64",
     }
-    worker = start_worker(handler_environment(settings, str(settings.resolved_opensearch_url),
+    worker = start_worker(handler_environment(settings, gateway.url,
                                               indices))
 
     result = worker.invoke(event)
@@ -167,7 +169,8 @@ def test_every_kind_of_bad_record_is_dead_lettered_and_the_batch_goes_on(
 
 
 def test_samples_without_skin_contact_are_indexed_as_gaps_not_dead_lettered(
-    settings: Settings, opensearch: Any, indices: Indices, start_worker: Callable[..., Any],
+    settings: Settings, gateway: SigV4Gateway,
+    opensearch: Any, indices: Indices, start_worker: Callable[..., Any],
     through_stream: Callable[..., Any],
 ) -> None:
     no_contact = make_record(athlete_id="athlete-1", session_id="s-contact", device_id="d",
@@ -177,8 +180,7 @@ def test_samples_without_skin_contact_are_indexed_as_gaps_not_dead_lettered(
     payloads = [encode_record(good_record("s-contact", 0, 160)), encode_record(no_contact),
                 json.dumps(older_producer).encode(), encode_record(good_record("s-contact", 3))]
     batch = through_stream(payloads)
-    worker = start_worker(handler_environment(settings, str(settings.resolved_opensearch_url),
-                                              indices))
+    worker = start_worker(handler_environment(settings, gateway.url, indices))
 
     result = worker.invoke(batch.event())
 
@@ -197,12 +199,13 @@ def test_samples_without_skin_contact_are_indexed_as_gaps_not_dead_lettered(
 
 
 def test_redelivering_a_batch_three_times_changes_no_count(
-    settings: Settings, opensearch: Any, indices: Indices, start_worker: Callable[..., Any],
+    settings: Settings, gateway: SigV4Gateway,
+    opensearch: Any, indices: Indices, start_worker: Callable[..., Any],
     through_stream: Callable[..., Any],
 ) -> None:
     records = [good_record("s-again", seq, bpm) for seq, bpm in enumerate([100, 170, 110, 120])]
     batch = through_stream([*encoded(records), b"not json either"])
-    worker = start_worker(handler_environment(settings, str(settings.resolved_opensearch_url),
+    worker = start_worker(handler_environment(settings, gateway.url,
                                               indices))
     counts = []
     for _ in range(3):
@@ -288,11 +291,11 @@ def test_an_outage_hands_back_every_record_and_loses_none(
 
 
 def test_a_dependency_missing_from_the_zips_fails_as_on_aws(
-    settings: Settings, indices: Indices, start_worker: Callable[..., Any],
+    settings: Settings, gateway: SigV4Gateway, indices: Indices, start_worker: Callable[..., Any],
     through_stream: Callable[..., Any],
 ) -> None:
     batch = through_stream(encoded([good_record("s-nolayer", 0)]))
-    worker = start_worker(handler_environment(settings, str(settings.resolved_opensearch_url),
+    worker = start_worker(handler_environment(settings, gateway.url,
                                               indices), with_layer=False)
 
     result = worker.invoke(batch.event())
@@ -311,11 +314,11 @@ def test_a_dependency_missing_from_the_zips_fails_as_on_aws(
     ({"AWS_ACCESS_KEY_ID": ""}, "AWS_ACCESS_KEY_ID"),
 ])
 def test_bad_configuration_fails_the_invocation_naming_the_variable(
-    settings: Settings, indices: Indices, start_worker: Callable[..., Any],
+    settings: Settings, gateway: SigV4Gateway, indices: Indices, start_worker: Callable[..., Any],
     through_stream: Callable[..., Any], overrides: dict[str, str], named: str,
 ) -> None:
     batch = through_stream(encoded([good_record("s-config", 0)]))
-    environment = handler_environment(settings, str(settings.resolved_opensearch_url), indices)
+    environment = handler_environment(settings, gateway.url, indices)
     worker = start_worker({**environment, **overrides})
 
     result = worker.invoke(batch.event())
@@ -326,10 +329,11 @@ def test_bad_configuration_fails_the_invocation_naming_the_variable(
 
 
 def test_the_sample_events_are_handled_as_documented(
-    settings: Settings, opensearch: Any, indices: Indices, start_worker: Callable[..., Any],
+    settings: Settings, gateway: SigV4Gateway,
+    opensearch: Any, indices: Indices, start_worker: Callable[..., Any],
 ) -> None:
     events_dir = Path(__file__).resolve().parents[1] / "events"
-    worker = start_worker(handler_environment(settings, str(settings.resolved_opensearch_url),
+    worker = start_worker(handler_environment(settings, gateway.url,
                                               indices))
 
     for name in ("kinesis_heart_rate.json", "kinesis_bad_records.json"):

@@ -59,6 +59,8 @@ def provisioned_workbench(settings: Settings, directory: Path,
     poller_log = directory / "esm.log"
     with pytest.MonkeyPatch.context() as patch, poller_log.open("ab") as log:
         patch.setenv("HRNB_STATE_DIR", str(own.state_dir))
+        # ... while the stack (its CA and master user) stays where it runs.
+        patch.setenv("HRNB_STACK_STATE_DIR", str(own.local_stack_dir))
         poller = subprocess.Popen(
             [sys.executable, "-m", "hrnb.local.poller", "--state-dir", str(own.state_dir),
              "--aws-endpoint-url", str(own.resolved_aws_endpoint_url), "--region", own.region,

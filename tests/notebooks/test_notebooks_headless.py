@@ -14,12 +14,12 @@ from typing import Any
 import nbformat
 import pytest
 from notebook_workbench import Workbench, plotly_array, provisioned_workbench, source_notebook
+from support import admin_opensearch
 
 from hrnb import provision
 from hrnb.config import Settings
 from hrnb.live.session import CHECK_ATHLETE_ID, SUMMARY_FILE
 from hrnb.notebooks import run_notebook
-from hrnb.search_client import opensearch_client
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 
@@ -62,7 +62,7 @@ def code_outputs(executed: Path) -> list[tuple[str, list[dict[str, Any]]]]:
 
 
 def count_documents(settings: Settings, **terms: Any) -> int:
-    client = opensearch_client(settings)
+    client = admin_opensearch(settings)
     client.indices.refresh(index=settings.index_name)
     filters = [{"terms" if isinstance(v, list) else "term": {k: v}} for k, v in terms.items()]
     body = {"query": {"bool": {"filter": filters}}}
@@ -84,7 +84,7 @@ def test_setup_notebook_provisions_everything_and_a_record_goes_end_to_end(
     artifacts = provision.LambdaArtifacts.from_build_dir(bench.build_dir)
     assert provision.plan(settings, artifacts).changes == ()
     # the check record was indexed by the function (which stamps kinesis_arrival/ingested_at)
-    client = opensearch_client(settings)
+    client = admin_opensearch(settings)
     hits = client.search(index=settings.index_name, body={
         "query": {"term": {"athlete_id": CHECK_ATHLETE_ID}}})["hits"]["hits"]
     assert hits and all(h["_source"]["ingested_at"] and h["_source"]["kinesis_arrival"]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from hrnb.config import Settings
 from hrnb.wire.records import Record, decode_record, make_record
 
 Key = tuple[str, str, int]  # (athlete_id, session_id, seq)
@@ -67,6 +68,26 @@ async def eventually(check: Callable[[], Any], *, timeout_s: float = 10.0, what:
             return value
         await asyncio.sleep(interval_s)  # the polling interval, see wait_until
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what or check}")
+
+
+def admin_opensearch(settings: Settings) -> Any:
+    """An OpenSearch client with every right, for tests that create, fill and inspect indices:
+    the master user on the secured local stack (as set-up signs in on AWS), plain otherwise."""
+    from hrnb.provision.security import _admin_opensearch
+
+    return _admin_opensearch(settings, str(settings.resolved_opensearch_url))
+
+
+def remove_role_mappings(settings: Settings) -> None:
+    """Remove the security-plugin roles ensure_role_mapping made for ``settings`` (the local
+    node outlives the tests)."""
+    from hrnb.provision.security import reader_role_name, writer_role_name
+
+    admin = admin_opensearch(settings)
+    for kind in ("rolesmapping", "roles"):
+        for role in (writer_role_name(settings), reader_role_name(settings)):
+            admin.transport.perform_request(
+                "DELETE", f"/_plugins/_security/api/{kind}/{role}", params={"ignore": 404})
 
 
 def key_of(record: Record) -> Key:

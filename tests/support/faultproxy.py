@@ -30,6 +30,7 @@ import json
 import random
 import re
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -39,6 +40,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
+
+from hrnb.config import Settings
+from hrnb.local.tls import FRONT_NAME, LocalTls
 
 _HOP_BY_HOP = frozenset(
     {
@@ -168,10 +172,20 @@ class FaultProxy:
 
     def __init__(self, target_url: str, *, port: int = 0, timeout_s: float = 60.0) -> None:
         target = urlsplit(target_url)
-        if target.scheme != "http" or not target.hostname:
-            raise ValueError(f"FaultProxy forwards plain http:// URLs, got {target_url!r}")
+        if target.scheme not in ("http", "https") or not target.hostname:
+            raise ValueError(f"FaultProxy forwards http:// or https:// URLs, got {target_url!r}")
         self.target_host = target.hostname
-        self.target_port = target.port or 80
+        self.target_port = target.port or (443 if target.scheme == "https" else 80)
+        # An https target is the secured local stack's SigV4 front: the proxy speaks TLS too,
+        # with the front's certificate, checks the front's against the local CA, and keeps the
+        # client's Host header because the signature covers it.
+        self.target_tls: ssl.SSLContext | None = None
+        self.server_tls: ssl.SSLContext | None = None
+        if target.scheme == "https":
+            tls = LocalTls(Settings.from_env().local_ca_path.parent)
+            self.target_tls = ssl.create_default_context(cafile=str(tls.ca))
+            self.server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.server_tls.load_cert_chain(tls.cert(FRONT_NAME), tls.key(FRONT_NAME))
         self.timeout_s = timeout_s
         self._port = port
         self._lock = threading.Lock()
@@ -208,7 +222,7 @@ class FaultProxy:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+        return f"{'https' if self.server_tls else 'http'}://127.0.0.1:{self._port}"
 
     # --- faults -----------------------------------------------------------------------------
     def set_fault(self, fault: Fault | None) -> None:
@@ -243,6 +257,9 @@ class FaultProxy:
         server = _Server(("127.0.0.1", self._port), _Handler)
         server.proxy = self
         self._port = server.server_address[1]
+        if self.server_tls is not None:
+            server.socket = self.server_tls.wrap_socket(
+                server.socket, server_side=True, do_handshake_on_connect=False)
         thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
             name=f"faultproxy-{self._port}",
@@ -297,12 +314,21 @@ class FaultProxy:
         self, request: RequestInfo, body: bytes
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         """Send ``request`` (with ``body``) to the target; its status, headers and body."""
-        connection = http.client.HTTPConnection(
-            self.target_host, self.target_port, timeout=self.timeout_s
-        )
+        connection: http.client.HTTPConnection
+        if self.target_tls is None:
+            connection = http.client.HTTPConnection(
+                self.target_host, self.target_port, timeout=self.timeout_s
+            )
+        else:
+            connection = http.client.HTTPSConnection(
+                self.target_host, self.target_port, timeout=self.timeout_s,
+                context=self.target_tls)
         try:
             headers = {k: v for k, v in request.headers.items() if k not in _HOP_BY_HOP}
-            headers["host"] = f"{self.target_host}:{self.target_port}"
+            if self.target_tls is None or "host" not in request.headers:
+                headers["host"] = f"{self.target_host}:{self.target_port}"
+            else:
+                headers["host"] = request.headers["host"]
             connection.request(request.method, request.path, body=body, headers=headers)
             response = connection.getresponse()
             payload = response.read()
@@ -319,7 +345,7 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that gave up (timeout, reset) is part of the game: no traceback."""
-        if not isinstance(sys.exc_info()[1], ConnectionError):
+        if not isinstance(sys.exc_info()[1], ConnectionError | ssl.SSLError):
             super().handle_error(request, client_address)
 
 
@@ -329,6 +355,10 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(30)
+            self.request.do_handshake()  # in this connection's thread, not the accept loop
+            self.request.settimeout(None)
         super().setup()
         # Headers and body go out in separate writes: without this, Nagle's algorithm and the
         # client's delayed ACK add 40 ms to every answer.
