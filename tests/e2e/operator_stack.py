@@ -14,9 +14,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from e2e_helpers import Key, PollerProcess, say, wait_until
+from e2e_helpers import Key, PollerProcess, say
 from opensearchpy import helpers
-from support import admin_opensearch
+from support import admin_opensearch, wait_until
 
 from hrnb import provision
 from hrnb.config import Settings

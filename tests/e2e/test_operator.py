@@ -14,9 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from e2e_helpers import wait_until
 from operator_stack import OperatorStack, PrivateServices
-from support import admin_opensearch
+from support import admin_opensearch, wait_until
 from support.faultproxy import FaultProxy, Respond, kinesis_operation
 
 from hrnb import provision
