@@ -28,6 +28,8 @@ LOCAL_SECRET_ACCESS_KEY = "hrnb-local-secret"
 # fullmatch everywhere: "$" would accept a trailing newline.
 _PREFIX_RE = re.compile(r"[a-z][a-z0-9-]{1,15}")
 _REGION_RE = re.compile(r"[a-z]{2}(-gov)?-[a-z]+-\d")
+_READER_ARN_RE = re.compile(
+    r"arn:aws(-cn|-us-gov)?:iam::\d{12}:(root|user/[\w+=,.@/-]+|role/[\w+=,.@/-]+)")
 _INDEX_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -61,6 +63,10 @@ class Settings:
     dlq_index_name: str = ""
     hr_alert_threshold_bpm: int = DEFAULT_ALERT_THRESHOLD_BPM
     stream_shards: int = 0  # 0 = on-demand capacity
+    # IAM principals (comma-separated ARNs) fine-grained access control lets read the indices;
+    # empty: whoever runs set-up. The account root and IAM users are mapped as users, roles as
+    # backend roles.
+    reader_principals: str = ""
     # Local stack.
     aws_port: int = 5000
     opensearch_port: int = 9200
@@ -100,6 +106,13 @@ class Settings:
                     setting=name,
                 )
         check_alert_threshold(self.hr_alert_threshold_bpm, setting="hr_alert_threshold_bpm")
+        for arn in self.reader_principal_arns:
+            if not _READER_ARN_RE.fullmatch(arn):
+                raise ConfigError(
+                    f"reader_principals: {arn!r} is not an IAM principal ARN "
+                    "(arn:aws:iam::<account>:root, :user/<name> or :role/<name>)",
+                    setting="reader_principals",
+                )
         if not 0 <= self.stream_shards <= 500:
             raise ConfigError(
                 f"stream_shards must be 0 (on-demand) .. 500, got {self.stream_shards}",
@@ -142,6 +155,11 @@ class Settings:
     @property
     def default_dlq_index_name(self) -> str:
         return f"{self.prefix}-heart-rate-dlq"
+
+    @property
+    def reader_principal_arns(self) -> tuple[str, ...]:
+        """The configured readers, in order; empty means the set-up caller."""
+        return tuple(arn.strip() for arn in self.reader_principals.split(",") if arn.strip())
 
     @property
     def stream_name(self) -> str:

@@ -64,6 +64,7 @@ def test_environment_overrides_are_typed() -> None:
         ({"HRNB_AWS_PORT": "70000"}, "aws_port"),
         ({"HRNB_HR_ALERT_THRESHOLD_BPM": "400"}, "hr_alert_threshold_bpm"),
         ({"HRNB_INDEX_NAME": "Heart Rate"}, "index_name"),
+        ({"HRNB_READER_PRINCIPALS": "arn:aws:iam::123456789012:root,alice"}, "reader_principals"),
     ],
 )
 def test_bad_values_name_the_setting(environ: dict[str, str], setting: str) -> None:

@@ -204,12 +204,13 @@ def security_reader_role(index_names: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def security_role_mapping(principal_arn: str) -> dict[str, Any]:
-    """Map an IAM principal to a security-plugin role. Roles (also assumed-role sessions, given
-    as their role ARN) are backend roles; IAM users are users."""
-    if ":user/" in principal_arn:
-        return {"backend_roles": [], "hosts": [], "users": [principal_arn]}
-    return {"backend_roles": [principal_arn], "hosts": [], "users": []}
+def security_role_mapping(*principal_arns: str) -> dict[str, Any]:
+    """Map IAM principals to a security-plugin role. Roles (also assumed-role sessions, given
+    as their role ARN) are backend roles; IAM users and the account root are users (a root
+    request carries no role, so as a backend role it would never match)."""
+    roles = [arn for arn in principal_arns if ":role/" in arn]
+    users = [arn for arn in principal_arns if ":role/" not in arn]
+    return {"backend_roles": roles, "hosts": [], "users": users}
 
 
 def iam_principal_arn(caller_arn: str) -> str:

@@ -52,10 +52,17 @@ def reader_role_name(settings: Settings) -> str:
     return f"{settings.prefix}-operator-reader"
 
 
+def reader_principals(settings: Settings, caller_arn: str) -> tuple[str, ...]:
+    """Who may read (pure): the configured principals, or else whoever runs set-up (an
+    assumed-role session as its role, which is what fine-grained access control sees)."""
+    return settings.reader_principal_arns or (policies.iam_principal_arn(caller_arn),)
+
+
 def ensure_role_mapping(settings: Settings, clients: AwsClients | None = None,
                         *, url: str | None = None) -> StepResult:
-    """Map the indexer role (write) and the operator's IAM identity (read) to security-plugin
-    roles, so signed requests are not refused with the well-known 403."""
+    """Map the indexer role (write) and the readers (``settings.reader_principals``, by default
+    the set-up caller) to security-plugin roles, so signed requests are not refused with the
+    well-known 403."""
     aws = clients or AwsClients(settings)
     return _role_mapping_step(settings, aws, apply=True,
                               url=url or opensearch_url(settings, aws))
@@ -73,14 +80,14 @@ def _role_mapping_step(settings: Settings, aws: AwsClients, *, apply: bool,
                           "after the domain is active")
     client = _admin_opensearch(settings, url)
     indices = (settings.index_name, settings.dlq_index_name)
+    readers = reader_principals(settings, aws.caller_arn)
     wanted = (
-        (writer_role_name(settings), policies.security_writer_role(indices), aws.arns.role),
-        (reader_role_name(settings), policies.security_reader_role(indices),
-         policies.iam_principal_arn(aws.caller_arn)),
+        (writer_role_name(settings), policies.security_writer_role(indices), (aws.arns.role,)),
+        (reader_role_name(settings), policies.security_reader_role(indices), readers),
     )
     changes = []
-    for role_name, role_body, principal in wanted:
-        mapping_body = policies.security_role_mapping(principal)
+    for role_name, role_body, principals in wanted:
+        mapping_body = policies.security_role_mapping(*principals)
         for kind, body in (("roles", role_body), ("rolesmapping", mapping_body)):
             path = f"/_plugins/_security/api/{kind}/{role_name}"
             current = _opensearch(role_name, f"read security {kind} of", client.transport.
