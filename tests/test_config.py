@@ -81,7 +81,7 @@ def test_a_copy_with_its_own_state_dir_still_talks_to_the_running_stack() -> Non
         ({"HRNB_HR_ALERT_THRESHOLD_BPM": "400"}, "hr_alert_threshold_bpm"),
         ({"HRNB_INDEX_NAME": "Heart Rate"}, "index_name"),
         ({"HRNB_OPENSEARCH_SECURITY": "maybe"}, "opensearch_security"),
-        ({"HRNB_READER_PRINCIPALS": "alice"}, "reader_principals"),
+        ({"HRNB_READER_PRINCIPALS": "arn:aws:iam::123456789012:root,alice"}, "reader_principals"),
     ],
 )
 def test_bad_values_name_the_setting(environ: dict[str, str], setting: str) -> None:

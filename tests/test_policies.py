@@ -144,9 +144,14 @@ def test_role_mapping_puts_users_and_roles_where_the_security_plugin_looks() -> 
     user = f"arn:aws:iam::{ACCOUNT}:user/alice"
     mapping = policies.security_role_mapping(user)
     assert mapping["users"] == [user] and mapping["backend_roles"] == []
-    root = f"arn:aws:iam::{ACCOUNT}:root"  # the account root is a user to the security plugin
+
+
+def test_the_account_root_and_several_readers_are_mapped_where_they_can_match() -> None:
+    root = f"arn:aws:iam::{ACCOUNT}:root"
+    user = f"arn:aws:iam::{ACCOUNT}:user/coach"
     mapping = policies.security_role_mapping(root, ROLE, user)
-    assert mapping["users"] == sorted([root, user]) and mapping["backend_roles"] == [ROLE]
+    assert mapping["users"] == [root, user]  # a root request carries no backend role
+    assert mapping["backend_roles"] == [ROLE]
 
 
 def test_security_roles_cover_only_the_heart_rate_indices() -> None:
@@ -165,3 +170,14 @@ def test_security_roles_cover_only_the_heart_rate_indices() -> None:
 )
 def test_partition_for(region: str, partition: str) -> None:
     assert policies.partition_for(region) == partition
+
+
+def test_readers_are_the_configured_principals_or_else_the_set_up_caller() -> None:
+    from hrnb.config import Settings
+    from hrnb.provision.security import reader_principals
+
+    caller = f"arn:aws:sts::{ACCOUNT}:assumed-role/Ops/session-1"
+    assert reader_principals(Settings(), caller) == (f"arn:aws:iam::{ACCOUNT}:role/Ops",)
+    root, coach = f"arn:aws:iam::{ACCOUNT}:root", f"arn:aws:iam::{ACCOUNT}:user/coach"
+    configured = Settings(reader_principals=f"{root}, {coach}")
+    assert reader_principals(configured, caller) == (root, coach)

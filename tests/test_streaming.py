@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,7 +36,6 @@ from hrnb.stream.session import (
     format_progress,
     format_summary,
     parse_stream_options,
-    run_stream,
 )
 
 _START = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
@@ -296,29 +294,3 @@ async def test_a_full_spool_is_counted_and_reported_not_hidden(
     assert summary.submitted + summary.refused == summary.samples
     assert "samples were refused because the spool was full" in format_summary(summary)
     assert len(read_stream(kinesis, stream)) == summary.submitted
-
-
-@pytest.mark.stack
-@run_async
-async def test_run_stream_creates_the_local_stream_and_delivers_a_simulated_session(
-    settings: Settings, kinesis: Any, tmp_path: Path, unique_name: Callable[[str], str],
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.INFO, logger="hrnb.stream.producer")
-    local = settings.with_overrides(prefix=unique_name("t"), state_dir=tmp_path / "state")
-    options = parse_stream_options(
-        "simulated", athletes=3, duration_s=5, rate_hz=4, speed=None
-    )
-    progress: list[StreamProgress] = []
-    try:
-        summary = await run_stream(options, local, on_progress=progress.append,
-                                   progress_every_s=0.05)
-        streamed = read_stream(kinesis, local.stream_name)
-    finally:
-        kinesis.delete_stream(StreamName=local.stream_name)
-
-    assert f"created Kinesis stream {local.stream_name}" in caplog.text
-    assert summary.complete and summary.samples == 3 * 5 * 4
-    assert len(streamed) == summary.samples
-    assert progress and progress[-1].producer.sent == summary.samples
-    assert (tmp_path / "state" / "spool.sqlite3").exists()

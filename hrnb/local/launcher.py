@@ -628,10 +628,15 @@ def _read_pid(paths: _Paths, service: str) -> int | None:
 
     path = paths.pid_file(service)
     try:
-        identity = json.loads(path.read_text())
+        with file_errors("read the pid file", path, error=StackError):
+            text = path.read_text()
+    except StackError as exc:
+        if exc.code == "ENOENT":  # nothing recorded: hrnb did not start it
+            return None
+        raise
+    try:
+        identity = json.loads(text)
         pid, started = int(identity["pid"]), float(identity["create_time"])
-    except FileNotFoundError:
-        return None
     except (ValueError, TypeError, KeyError):
         log.warning("%s has no process identity (an older or foreign pid file); ignored", path)
         return None

@@ -205,15 +205,12 @@ def security_reader_role(index_names: Sequence[str]) -> dict[str, Any]:
 
 
 def security_role_mapping(*principal_arns: str) -> dict[str, Any]:
-    """Map IAM principals to a security-plugin role. Roles (also assumed-role sessions, given as
-    their role ARN) are backend roles; IAM users and the account root are users, as fine-grained
-    access control sees them."""
-    def is_user(arn: str) -> bool:
-        return ":user/" in arn or arn.endswith(":root")
-
-    return {"backend_roles": sorted({arn for arn in principal_arns if not is_user(arn)}),
-            "hosts": [],
-            "users": sorted({arn for arn in principal_arns if is_user(arn)})}
+    """Map IAM principals to a security-plugin role. Roles (also assumed-role sessions, given
+    as their role ARN) are backend roles; IAM users and the account root are users (a root
+    request carries no role, so as a backend role it would never match)."""
+    roles = [arn for arn in principal_arns if ":role/" in arn]
+    users = [arn for arn in principal_arns if ":role/" not in arn]
+    return {"backend_roles": roles, "hosts": [], "users": users}
 
 
 def iam_principal_arn(caller_arn: str) -> str:

@@ -52,20 +52,20 @@ def reader_role_name(settings: Settings) -> str:
     return f"{settings.prefix}-operator-reader"
 
 
+def reader_principals(settings: Settings, caller_arn: str) -> tuple[str, ...]:
+    """Who may read (pure): the configured principals, or else whoever runs set-up (an
+    assumed-role session as its role, which is what fine-grained access control sees)."""
+    return settings.reader_principal_arns or (policies.iam_principal_arn(caller_arn),)
+
+
 def ensure_role_mapping(settings: Settings, clients: AwsClients | None = None,
                         *, url: str | None = None) -> StepResult:
-    """Map the indexer role (write) and the operator's IAM identity (read) to security-plugin
-    roles, so signed requests are not refused with the well-known 403."""
+    """Map the indexer role (write) and the readers (``settings.reader_principals``, by default
+    the set-up caller) to security-plugin roles, so signed requests are not refused with the
+    well-known 403."""
     aws = clients or AwsClients(settings)
     return _role_mapping_step(settings, aws, apply=True,
                               url=url or opensearch_url(settings, aws))
-
-
-def reader_principals(settings: Settings, aws: AwsClients) -> tuple[str, ...]:
-    """Who may read: ``settings.reader_principals`` (HRNB_READER_PRINCIPALS), else the caller of
-    set-up, as the IAM ARNs fine-grained access control sees."""
-    return tuple(policies.iam_principal_arn(arn)
-                 for arn in settings.reader_principal_arns or (aws.caller_arn,))
 
 
 def _role_mapping_step(settings: Settings, aws: AwsClients, *, apply: bool,
@@ -80,10 +80,10 @@ def _role_mapping_step(settings: Settings, aws: AwsClients, *, apply: bool,
                           "after the domain is active")
     client = _admin_opensearch(settings, url)
     indices = (settings.index_name, settings.dlq_index_name)
+    readers = reader_principals(settings, aws.caller_arn)
     wanted = (
         (writer_role_name(settings), policies.security_writer_role(indices), (aws.arns.role,)),
-        (reader_role_name(settings), policies.security_reader_role(indices),
-         reader_principals(settings, aws)),
+        (reader_role_name(settings), policies.security_reader_role(indices), readers),
     )
     changes = []
     found = False
