@@ -4,7 +4,9 @@ Configured by environment variables: ``OPENSEARCH_ENDPOINT`` (the domain endpoin
 ``https://``; ``http://127.0.0.1:…`` on the local stack), ``INDEX_NAME`` (default ``heart_rate``),
 ``DLQ_INDEX_NAME`` (default ``heart_rate-dlq``), ``HR_ALERT_THRESHOLD`` (bpm, default 150) and
 ``AWS_REGION``. Requests are SigV4-signed (service ``es``) with the execution role's credentials,
-which Lambda puts in ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``.
+which Lambda puts in ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``. HTTPS
+is verified against the default trust store (the system's on AWS; ``SSL_CERT_FILE``, the local
+CA, on the local stack), never switched off.
 
 Per batch:
 
@@ -23,9 +25,13 @@ Per batch:
 - items OpenSearch could not take for now (429, 5xx, timeouts, an outage) are returned as
   ``batchItemFailures`` so Lambda retries from the first of them and nothing is lost.
 
-Lean on purpose (``bench/bench_handler.py`` measures each choice): Powertools only for its Logger,
-no Kinesis data classes and no opensearch-py client, whose imports and per-item work cost more than
-the bulk round trip they wrap. Credentials, identities and the event itself are never logged.
+Lean on purpose (``bench/bench_handler.py`` measures each choice; docs/benchmarks/handler.md):
+Powertools only for its Logger; no Kinesis data classes and no opensearch-py, whose per-item work
+cost more than the bulk round trip they wrap; no requests or requests-aws4auth, whose import alone
+took 222 ms of a cold start, so the request goes over the stdlib's http.client on one keep-alive
+connection, signed by ``hrnb.wire.sigv4`` (checked byte for byte against botocore). The zips carry
+python3.12 bytecode, so a cold start compiles nothing. Credentials, identities and the event
+itself are never logged.
 """
 
 from __future__ import annotations
@@ -33,24 +39,25 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import http.client
 import json
 import os
+import ssl
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict
-from urllib.parse import urlencode
+from urllib.parse import urlsplit
 
 from aws_lambda_powertools import Logger
-from requests import RequestException, Session, Timeout
-from requests_aws4auth import AWS4Auth
 
 from hrnb.errors import ConfigError, RecordError
 from hrnb.wire.alert import DEFAULT_ALERT_THRESHOLD_BPM, check_alert_threshold
 from hrnb.wire.records import decode_record, document_id, format_timestamp, plausibility_problem
 from hrnb.wire.retry import is_retryable_status
+from hrnb.wire.sigv4 import Credentials, SigV4Signer, canonical_query
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -251,21 +258,68 @@ def bulk_chunks(deliveries: Sequence[Delivery]) -> Iterator[tuple[list[Delivery]
         yield chunk, lines
 
 
+class Transport:
+    """SigV4-signed requests on one keep-alive connection to the domain (stdlib http.client).
+
+    HTTPS verifies the node's certificate against the default trust store: the system's on
+    AWS, and ``SSL_CERT_FILE`` (the local CA) on the local stack.
+    """
+
+    def __init__(self, endpoint: str, signer: SigV4Signer) -> None:
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"OPENSEARCH_ENDPOINT {endpoint!r} is not an http(s) URL",
+                              setting="OPENSEARCH_ENDPOINT")
+        self.host = parts.netloc
+        self.signer = signer
+        self._connection: http.client.HTTPConnection = (
+            http.client.HTTPSConnection(parts.hostname, parts.port,
+                                        context=ssl.create_default_context())
+            if parts.scheme == "https" else http.client.HTTPConnection(parts.hostname, parts.port))
+
+    def post(self, path: str, query: str, body: bytes, timeout_s: float) -> tuple[int, bytes]:
+        """(status, body) of a signed POST; OSError or HTTPException when no answer came."""
+        headers = self.signer.sign("POST", self.host, path, query,
+                                   {"Content-Type": "application/json"}, body)
+        reused = self._connection.sock is not None
+        try:
+            return self._exchange(f"{path}?{query}", body, headers, timeout_s)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            if not reused:
+                raise
+            # The node closed the idle connection: once more on a new one (_bulk with ids is
+            # idempotent).
+            return self._exchange(f"{path}?{query}", body, headers, timeout_s)
+
+    def _exchange(self, target: str, body: bytes, headers: dict[str, str],
+                  timeout_s: float) -> tuple[int, bytes]:
+        connection = self._connection
+        connection.timeout = timeout_s
+        if connection.sock is not None:
+            connection.sock.settimeout(timeout_s)
+        try:
+            connection.request("POST", target, body=body, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.read()
+        except BaseException:
+            connection.close()
+            raise
+
+
 class Indexer:
     """Posts deliveries with signed ``_bulk`` requests and sorts the per-item results; one per
     container, so the connection and the signing key are reused across invocations."""
 
-    def __init__(self, config: IndexerConfig, session: Session) -> None:
+    def __init__(self, config: IndexerConfig, transport: Transport) -> None:
         self.config = config
-        self.session = session
+        self.transport = transport
         # POST /<index>/_bulk, not /_bulk: the role may only write to heart_rate* paths. Only
         # into set-up's aliases, which name the indices it made with the mapping: with them gone
         # (torn down, say) a write fails and is retried, never auto-creates an index with a
         # dynamic mapping. The answer keeps only what is read per item: a fifth of the bytes to
-        # parse. The query is sent percent-encoded, as SigV4 canonicalises it, so every verifier
-        # agrees.
-        query = urlencode({"require_alias": "true", "filter_path": _ANSWER_FIELDS})
-        self.bulk_url = f"{config.endpoint}/{config.index_name}/_bulk?{query}"
+        # parse. The query is sent as SigV4 canonicalises it, so every verifier agrees.
+        self.bulk_path = f"/{config.index_name}/_bulk"
+        self.bulk_query = canonical_query({"require_alias": "true", "filter_path": _ANSWER_FIELDS})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Indexer:
@@ -278,13 +332,10 @@ class Indexer:
                 "AWS_SECRET_ACCESS_KEY from the execution role",
                 setting="AWS_ACCESS_KEY_ID",
             )
-        session = Session()
-        session.auth = AWS4Auth(access_key, secret_key, config.region, "es",
-                                session_token=environ.get("AWS_SESSION_TOKEN") or None)
-        # Only what _bulk needs: no Accept-Encoding, so the node spends no CPU gzipping answers.
-        session.headers.clear()
-        session.headers["Content-Type"] = "application/json"
-        return cls(config, session)
+        credentials = Credentials(access_key, secret_key,
+                                  environ.get("AWS_SESSION_TOKEN") or None)
+        signer = SigV4Signer(credentials, config.region, "es")
+        return cls(config, Transport(config.endpoint, signer))
 
     def process(
         self, records: Sequence[Mapping[str, Any]], *, now: datetime, request_timeout_s: float
@@ -348,19 +399,20 @@ class Indexer:
         """One signed ``_bulk`` request: its per-item answers, or ``count`` copies of the
         request's own failure (status "N/A" or "TIMEOUT" when no answer came)."""
         try:
-            response = self.session.post(self.bulk_url, data=body, timeout=request_timeout_s)
-        except Timeout as exc:
+            status, content = self.transport.post(self.bulk_path, self.bulk_query, body,
+                                                  request_timeout_s)
+        except TimeoutError as exc:
             return [{"status": "TIMEOUT", "error": str(exc)}] * count
-        except RequestException as exc:
-            return [{"status": "N/A", "error": str(exc)}] * count
-        if 200 <= response.status_code < 300:
-            return [item for answer in json.loads(response.content)["items"]
-                    for item in answer.values()]
+        except (OSError, http.client.HTTPException) as exc:
+            return [{"status": "N/A", "error": str(exc) or type(exc).__name__}] * count
+        if 200 <= status < 300:
+            return [item for answer in json.loads(content)["items"] for item in answer.values()]
+        text = content.decode("utf-8", "replace")
         try:
-            error = json.loads(response.content).get("error", response.text)
+            error = json.loads(content).get("error", text)
         except (ValueError, AttributeError):
-            error = response.text
-        return [{"status": response.status_code, "error": error}] * count
+            error = text
+        return [{"status": status, "error": error}] * count
 
     def _count_success(self, delivery: Delivery, result: str, outcome: Outcome) -> None:
         if delivery.dead_letter:
