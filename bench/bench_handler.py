@@ -225,8 +225,10 @@ def billed_ms(log_path: Path) -> dict[str, float]:
 
 
 def cold_start(deployment: Deployment, python: str, environment: Mapping[str, str],
-               event: KinesisEvent, work: Path) -> float:
-    """Round trip (ms) of a fresh worker's first invocation: process, imports, init, a batch.
+               event: KinesisEvent, work: Path) -> tuple[float, float]:
+    """A fresh worker's first invocation: (the Duration it reports, which is the handler's
+    imports, init and a first batch, as Lambda's Init Duration plus Duration; the round trip,
+    which adds the process start and the worker's own start-up), in ms.
 
     The worker runs a fresh copy of the unpacked zips, so it finds only the bytecode the zips
     carry, as on Lambda, whose code directories are read-only (the local worker would otherwise
@@ -235,14 +237,15 @@ def cold_start(deployment: Deployment, python: str, environment: Mapping[str, st
     copy = Deployment(fresh / "task", fresh / "layer")
     shutil.copytree(deployment.task_root, copy.task_root)
     shutil.copytree(deployment.layer_root, copy.layer_root)
+    log_path = fresh.with_suffix(".log")
     try:
-        with worker_for(copy, python, environment, fresh.with_suffix(".log")) as worker:
+        with worker_for(copy, python, environment, log_path) as worker:
             result = worker.invoke(event)
     finally:
         shutil.rmtree(fresh)
     if not result.ok or result.payload != {"batchItemFailures": []}:
         raise SystemExit(f"cold start failed: {result.error or result.payload}")
-    return result.duration_ms
+    return billed_ms(log_path)[result.request_id], result.duration_ms
 
 
 def import_times(deployments: Mapping[str, Deployment], python: str,
@@ -350,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                        region=settings.region, role_arn=ROLE_ARN)
             progress("cold starts and import times, the handlers interleaved ...")
             environment = function_environment(settings, cold_index)
-            cold = {name: [] for name in deployments}
+            cold: dict[str, list[tuple[float, float]]] = {name: [] for name in deployments}
             for _ in range(args.cold_samples):
                 for name, deployment in deployments.items():
                     cold[name].append(cold_start(deployment, python, environment, cold_event,
@@ -436,7 +439,8 @@ def _ok(met: bool) -> str:
 
 
 def render(approaches: Mapping[str, Approach], cpu: Mapping[str, Mapping[str, float]],
-           cold: Mapping[str, Sequence[float]], imports: Mapping[str, Mapping[str, float]], *,
+           cold: Mapping[str, Sequence[tuple[float, float]]],
+           imports: Mapping[str, Mapping[str, float]], *,
            records: int, python: str, args: argparse.Namespace,
            load: tuple[Sequence[float], Sequence[float]]) -> str:
     handler, plain = approaches["handler"], approaches["plain"]
@@ -502,7 +506,7 @@ def render(approaches: Mapping[str, Approach], cpu: Mapping[str, Mapping[str, fl
     ratios_met = all(handler.best_docs_per_s(s, records) / plain.best_docs_per_s(s, records)
                      >= TARGET_RATIO for s in BATCH_SIZES)
     worst_cpu = max(cpu[str(s)]["invocation"] for s in BATCH_SIZES)
-    warm_cold = statistics.median(cold["handler"])
+    warm_cold = statistics.median(reported for reported, _ in cold["handler"])
     lines += [
         "",
         "## CPU per record without the HTTP round trip",
@@ -557,18 +561,25 @@ def render(approaches: Mapping[str, Approach], cpu: Mapping[str, Mapping[str, fl
         "A fresh worker process per sample on python3.12 (`-I -S`, only the zips on its path), "
         "the handlers taking turns, "
         "timed from the invocation sent to the answer back: process start, imports, init and a "
-        "first batch of 100 records indexed. Each sample runs a fresh copy of the unpacked "
+        "first batch of 100 records indexed: *reported* is the Duration the worker reports for "
+        "that first invocation (the handler's imports, init and the batch: what Lambda reports "
+        "as Init Duration plus Duration), *round trip* adds the process start and the "
+        "emulator's own worker start-up (Lambda's runtime start, not the function's). "
+        "Each sample runs a fresh copy of the unpacked "
         "zips, so it finds only the bytecode the zips carry, as on Lambda, whose code "
         "directories are read-only: a handler shipped without `.pyc` compiles every module it "
         "imports at every cold start. The handler's zips carry unchecked-hash bytecode for "
         "python3.12.",
         "",
-        f"| handler | cold start ms (median of {args.cold_samples}) | min | max |",
-        "|---|---:|---:|---:|",
+        f"| handler | reported ms (median of {args.cold_samples}) | min | max | "
+        "round trip ms (median) |",
+        "|---|---:|---:|---:|---:|",
     ]
     for name, timings in cold.items():
-        lines.append(f"| {name} | {statistics.median(timings):.0f} | {min(timings):.0f} | "
-                     f"{max(timings):.0f} |")
+        reported = [first for first, _ in timings]
+        lines.append(f"| {name} | {statistics.median(reported):.0f} | {min(reported):.0f} | "
+                     f"{max(reported):.0f} | "
+                     f"{statistics.median(trip for _, trip in timings):.0f} |")
     lines += [
         "",
         "Importing the handler loads "
@@ -613,7 +624,7 @@ def render(approaches: Mapping[str, Approach], cpu: Mapping[str, Mapping[str, fl
         f"- CPU per record without the HTTP round trip at most {TARGET_CPU_US:.0f} µs: "
         f"{worst_cpu:.1f} µs, {_ok(worst_cpu <= TARGET_CPU_US)};",
         f"- cold start in the worker on python3.12 at most {TARGET_COLD_MS:.0f} ms: "
-        f"{warm_cold:.0f} ms (median), {_ok(warm_cold <= TARGET_COLD_MS)}.",
+        f"{warm_cold:.0f} ms (median reported), {_ok(warm_cold <= TARGET_COLD_MS)}.",
         "",
         "Absolute figures move with the load of this shared 2-core machine (other work runs "
         "beside the benchmark); the ratios are measured interleaved in one run.",

@@ -156,7 +156,7 @@ def main(path: str) -> int:
 
     canned = CannedBulk()
     indexer = handler.indexer()
-    indexer.transport._exchange = canned.exchange  # type: ignore[method-assign]
+    indexer.transport._exchange = canned.exchange
     results = {}
     for size, batch in spec["batches"].items():
         batch["answer"] = batch["answer"].encode()
