@@ -86,6 +86,7 @@ TARGET_CPU_US = 20.0
 TARGET_COLD_MS = 250.0
 _REPORT_RE = re.compile(r"^REPORT RequestId: (\S+)\tDuration: ([0-9.]+) ms", re.MULTILINE)
 _PROBE = REPO_ROOT / "bench" / "handler_probe.py"
+NO_BYTECODE = "handler, zips without .pyc"
 
 
 def progress(message: str) -> None:
@@ -225,18 +226,23 @@ def billed_ms(log_path: Path) -> dict[str, float]:
 
 
 def cold_start(deployment: Deployment, python: str, environment: Mapping[str, str],
-               event: KinesisEvent, work: Path) -> tuple[float, float]:
+               event: KinesisEvent, work: Path, *, bytecode: bool = True
+               ) -> tuple[float, float]:
     """A fresh worker's first invocation: (the Duration it reports, which is the handler's
     imports, init and a first batch, as Lambda's Init Duration plus Duration; the round trip,
     which adds the process start and the worker's own start-up), in ms.
 
     The worker runs a fresh copy of the unpacked zips, so it finds only the bytecode the zips
     carry, as on Lambda, whose code directories are read-only (the local worker would otherwise
-    find what an earlier start compiled and wrote)."""
+    find what an earlier start compiled and wrote). Without ``bytecode`` the copy loses the
+    zips' ``__pycache__`` folders: what shipping no bytecode costs."""
     fresh = work / f"cold-{uuid.uuid4().hex[:8]}"
     copy = Deployment(fresh / "task", fresh / "layer")
     shutil.copytree(deployment.task_root, copy.task_root)
     shutil.copytree(deployment.layer_root, copy.layer_root)
+    if not bytecode:
+        for cache in sorted(fresh.rglob("__pycache__")):
+            shutil.rmtree(cache)
     log_path = fresh.with_suffix(".log")
     try:
         with worker_for(copy, python, environment, log_path) as worker:
@@ -353,11 +359,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                        region=settings.region, role_arn=ROLE_ARN)
             progress("cold starts and import times, the handlers interleaved ...")
             environment = function_environment(settings, cold_index)
-            cold: dict[str, list[tuple[float, float]]] = {name: [] for name in deployments}
+            cold: dict[str, list[tuple[float, float]]] = {
+                name: [] for name in (*deployments, NO_BYTECODE)}
             for _ in range(args.cold_samples):
                 for name, deployment in deployments.items():
                     cold[name].append(cold_start(deployment, python, environment, cold_event,
                                                  work))
+                cold[NO_BYTECODE].append(cold_start(deployments["handler"], python, environment,
+                                                    cold_event, work, bytecode=False))
             imports = import_times(deployments, python)
             for size in BATCH_SIZES:
                 events = [kinesis_event(records[i:i + size], shard_id=shard_id,
@@ -569,7 +578,7 @@ def render(approaches: Mapping[str, Approach], cpu: Mapping[str, Mapping[str, fl
         "zips, so it finds only the bytecode the zips carry, as on Lambda, whose code "
         "directories are read-only: a handler shipped without `.pyc` compiles every module it "
         "imports at every cold start. The handler's zips carry unchecked-hash bytecode for "
-        "python3.12.",
+        f"python3.12; *{NO_BYTECODE}* is the same zips with it taken out.",
         "",
         f"| handler | reported ms (median of {args.cold_samples}) | min | max | "
         "round trip ms (median) |",
