@@ -42,6 +42,7 @@ import functools
 import http.client
 import json
 import os
+import select
 import ssl
 import time
 from collections import Counter
@@ -281,19 +282,15 @@ class Transport:
         """(status, body) of a signed POST; OSError or HTTPException when no answer came."""
         headers = self.signer.sign("POST", self.host, path, query,
                                    {"Content-Type": "application/json"}, body)
-        reused = self._connection.sock is not None
-        try:
-            return self._exchange(f"{path}?{query}", body, headers, timeout_s)
-        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-            if not reused:
-                raise
-            # The node closed the idle connection: once more on a new one (_bulk with ids is
-            # idempotent).
-            return self._exchange(f"{path}?{query}", body, headers, timeout_s)
+        return self._exchange(f"{path}?{query}", body, headers, timeout_s)
 
     def _exchange(self, target: str, body: bytes, headers: dict[str, str],
                   timeout_s: float) -> tuple[int, bytes]:
         connection = self._connection
+        if connection.sock is not None and select.select([connection.sock], [], [], 0)[0]:
+            # An idle keep-alive connection that reads as ready was closed by the other end:
+            # a new one, never a request sent into a dead socket (urllib3 checks the same).
+            connection.close()
         connection.timeout = timeout_s
         if connection.sock is not None:
             connection.sock.settimeout(timeout_s)
