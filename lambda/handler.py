@@ -28,7 +28,7 @@ Per batch:
 Lean on purpose (``bench/bench_handler.py`` measures each choice; docs/benchmarks/handler.md):
 Powertools only for its Logger; no Kinesis data classes and no opensearch-py, whose per-item work
 cost more than the bulk round trip they wrap; no requests or requests-aws4auth, whose import alone
-took 222 ms of a cold start, so the request goes over the stdlib's http.client on one keep-alive
+took 126-222 ms of a cold start, so the request goes over the stdlib's http.client on one keep-alive
 connection, signed by ``hrnb.wire.sigv4`` (checked byte for byte against botocore). The zips carry
 python3.12 bytecode, so a cold start compiles nothing. Credentials, identities and the event
 itself are never logged.
