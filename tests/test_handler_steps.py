@@ -84,6 +84,8 @@ def test_good_records_become_documents_keyed_by_athlete_session_seq(handler: Mod
     action, source = deliveries[0].action_lines().splitlines()
     assert json.loads(action)["index"]["_id"] == deliveries[0].doc_id
     assert json.loads(source) == first
+    # The payload's own JSON plus three fields is what encoding the document gives, byte for byte.
+    assert source == json.dumps(first, separators=(",", ":"))
 
 
 def test_bad_records_become_dead_letters_saying_why(handler: ModuleType) -> None:

@@ -17,6 +17,7 @@ from hrnb.errors import RecordError
 from hrnb.wire.records import (
     MAX_RECORD_BYTES,
     PLAUSIBLE_HEART_RATE_BPM,
+    canonical_record,
     decode_record,
     document_id,
     encode_record,
@@ -127,3 +128,62 @@ def test_plausibility_bounds_and_clock_skew() -> None:
     assert "outside" in str(plausibility_problem({**record, "heart_rate": low - 1}, now=T0))
     assert "in the future" in str(plausibility_problem(record, now=T0 - timedelta(minutes=6)))
     assert plausibility_problem(record, now=T0 - timedelta(minutes=4)) is None
+
+
+_GOOD = encode_record(_record(energy_expended=512)).decode()
+
+
+@pytest.mark.parametrize(("payload", "fast"), [
+    (_GOOD, True),
+    (encode_record(_record(sent_at=None, energy_expended=None, sensor_contact=None)), True),
+    (encode_record(_record(heart_rate=None, sensor_contact=False, rr_intervals_ms=[])), True),
+    (encode_record(_record(seq=2**63 - 1, energy_expended=0xFFFF, heart_rate=0xFFFF)), True),
+    (encode_record(_record(rr_intervals_ms=[600, 64000, 1e-05, 0.5])), True),
+    (_GOOD.replace('"heart_rate":128', '"heart_rate":0').replace('"sensor_contact":true',
+                                                                  '"sensor_contact":false'), False),
+    (_GOOD.replace('"heart_rate":128', '"heart_rate":null'), False),
+    (_GOOD.replace('"seq":7', f'"seq":{2**63}'), False),
+    (_GOOD.replace('"seq":7', '"seq":07'), False),
+    (_GOOD.replace('"seq":7', '"seq":7.0'), False),
+    (_GOOD.replace('"heart_rate":128', '"heart_rate":65536'), False),
+    (_GOOD.replace('"energy_expended":512', '"energy_expended":65536'), False),
+    (_GOOD.replace('"schema":1', '"schema":2'), False),
+    (_GOOD.replace("2026-11-29T06:10:00.123Z", "2026-02-30T06:10:00.123Z"), False),
+    (_GOOD.replace("2026-11-29T06:10:00.123Z", "2026-11-29T24:10:00.123Z"), False),
+    (_GOOD.replace("2026-11-29T06:10:00.123Z", "2026-11-29T06:10:00.123+00:00"), False),
+    (_GOOD.replace("2026-11-29T06:10:00.123Z", "\u0662026-11-29T06:10:00.123Z"), False),
+    (_GOOD.replace('"athlete_id":"athlete-1"', '"athlete_id":"\\u0061thlete-1"'), False),
+    (_GOOD.replace('"athlete_id":"athlete-1"', '"athlete_id":"-athlete"'), False),
+    (_GOOD.replace('"athlete_id":"athlete-1"', f'"athlete_id":"{"a" * 129}"'), False),
+    (_GOOD.replace('"athlete_id":"athlete-1"', '"athlete_id":"athléte"'), False),
+    (_GOOD.replace('"athlete_id":"athlete-1"', '"athlete_id":"athlete-1","athlete_id":"b"'), False),
+    (_GOOD.replace(',"seq"', ', "seq"'), False),
+    (_GOOD + "\n", False),
+    (_GOOD.replace('"sent_at":', '"extra":1,"sent_at":'), False),
+    *[(_GOOD.replace("[468.8]", f"[{rr}]"), rr in ("600", "600.0", "1,2"))
+      for rr in ("600", "600.0", "1,2", "6e2", "600.00", "-1", "0", "0.0", "64000.5", "1e400",
+                 "NaN", "Infinity", "1,", " 1", "1_0", "+1", "true", '"1"', "\u0661")],
+])
+def test_well_formed_records_take_the_fast_path_with_the_same_answer(
+        payload: str | bytes, fast: bool) -> None:
+    data = payload.encode() if isinstance(payload, str) else payload
+    fast_answer = canonical_record(data)
+    assert (fast_answer is not None) is fast
+    if fast_answer is None:
+        return  # decode_record judges it, as before
+    assert fast_answer == decode_record(data)
+    assert list(fast_answer) == list(decode_record(data))
+    assert encode_record(fast_answer) == data  # the payload is the record's own compact JSON
+
+
+@given(seq=st.integers(0, 2**63 - 1), heart_rate=st.integers(0, 0xFFFF),
+       rr=st.lists(st.one_of(st.integers(1, 64000),
+                             st.floats(min_value=1e-9, max_value=64000, allow_nan=False))),
+       contact=st.sampled_from([True, None]),
+       athlete=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}", fullmatch=True))
+def test_every_encoded_record_takes_the_fast_path(seq: int, heart_rate: int, rr: list[float],
+                                                  contact: bool | None, athlete: str) -> None:
+    record = _record(seq=seq, heart_rate=heart_rate, rr_intervals_ms=rr, sensor_contact=contact,
+                     athlete_id=athlete)
+    data = json.dumps(validate_record(record), separators=(",", ":")).encode()
+    assert canonical_record(data) == decode_record(data)
