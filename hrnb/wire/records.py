@@ -250,11 +250,17 @@ def canonical_record(data: bytes) -> Record | None:
     rr: list[Any] = []
     if rr_text:
         for token in rr_text.split(","):
+            # As json reads it: a float if written as Python writes one (with "." or "e"),
+            # else an int; the token must be exactly what json writes back (repr).
             try:
-                value = float(token) if "." in token or "e" in token or "E" in token else int(token)
+                value: float = float(token)
+                if repr(value) != token:
+                    value = int(token)
+                    if repr(value) != token:
+                        return None
             except ValueError:
                 return None
-            if repr(value) != token or not 0 < value <= 64000:  # repr: as json writes it
+            if not 0 < value <= 64000:
                 return None
             rr.append(value)
     seq_number = int(seq)
