@@ -16,10 +16,12 @@ batch, the best of the rounds for each batch, summed and divided by the number o
   transport's exchange on the connection replaced by the node's answer (no network);
   ``invocation_rewrite`` the same with the answer to a rewrite (no alerts logged);
 - its steps alone: ``decode_validate`` (``to_delivery``), ``body`` (the ``_bulk`` bytes),
-  ``sign`` (``hrnb.wire.sigv4`` on the body), ``alert_log`` (one Powertools alert line per
-  record, as the handler writes it), ``json_log`` (a line with the same fields from
-  ``json.dumps``, the least a structured logger can cost);
+  ``sign`` (``hrnb.wire.sigv4`` on the body), ``alert_log`` (one alert line per record, as the
+  handler writes it), ``powertools_log`` (the same line through Powertools' Logger), ``fixed``
+  (``lambda_handler`` on an empty batch: the per-invocation cost, shared by the batch's records);
 - the decoding alternatives: Powertools' Kinesis data classes against reading the event dict;
+  the payload checked by ``canonical_record`` (one expression, the fast path) against
+  ``decode_record`` (``json.loads`` and the field-by-field checks, the path for the rest);
 - the stdlib JSON work inside those steps (parsing the payloads, encoding the documents): the
   most a faster JSON library could save.
 
@@ -100,18 +102,16 @@ def measure(handler: Any, indexer: Any, canned: Any, batch: dict[str, Any], roun
         for delivery in alerting[number]:
             indexer._count_success(delivery, "created", outcome)
 
-    base = {"level": "WARNING", "location": "_count_success:1", "message": "heart rate alert",
-            "timestamp": ingested_at, "service": "hrnb-indexer", "cold_start": False,
-            "function_name": "bench", "function_memory_size": 128,
-            "function_arn": "arn:bench", "function_request_id": "bench"}
-
-    def json_log(number: int) -> None:
+    def powertools_log(number: int) -> None:
         for delivery in alerting[number]:
             document = delivery.document
-            sys.stdout.write(json.dumps({**base, "alert": {
+            handler.logger.warning("heart rate alert", extra={"alert": {
                 "athlete_id": document["athlete_id"], "session_id": document["session_id"],
                 "seq": document["seq"], "timestamp": document["timestamp"],
-                "heart_rate_bpm": document["heart_rate"], "threshold_bpm": 150}}) + "\n")
+                "heart_rate_bpm": document["heart_rate"], "threshold_bpm": 150}})
+
+    def fixed(number: int) -> None:
+        handler.lambda_handler({"Records": []}, context())
 
     def powertools_decode(number: int) -> None:
         for record in KinesisStreamEvent(events[number]).records:
@@ -126,6 +126,14 @@ def measure(handler: Any, indexer: Any, canned: Any, batch: dict[str, Any], roun
     payloads = [[base64.b64decode(record["kinesis"]["data"]) for record in event["Records"]]
                 for event in events]
 
+    def canonical(number: int) -> None:
+        for data in payloads[number]:
+            handler.canonical_record(data)
+
+    def json_validate(number: int) -> None:
+        for data in payloads[number]:
+            handler.decode_record(data)
+
     def json_decode(number: int) -> None:
         for data in payloads[number]:
             json.loads(data)
@@ -136,8 +144,9 @@ def measure(handler: Any, indexer: Any, canned: Any, batch: dict[str, Any], roun
 
     steps = {"invocation": invocation, "invocation_rewrite": invocation_rewrite,
              "decode_validate": decode_validate, "body": body,
-             "sign": sign, "alert_log": alert_log, "json_log": json_log,
-             "powertools_decode": powertools_decode, "dict_decode": dict_decode,
+             "sign": sign, "alert_log": alert_log, "powertools_log": powertools_log,
+             "fixed": fixed, "powertools_decode": powertools_decode, "dict_decode": dict_decode,
+             "canonical": canonical, "json_validate": json_validate,
              "json_decode": json_decode, "json_encode": json_encode}
     count = sum(len(event["Records"]) for event in events)
     return {"records": count, **{name: best_us_per_record(step, len(events), count, rounds)
