@@ -57,7 +57,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 from urllib.parse import urlsplit
 
 from aws_lambda_powertools import Logger
@@ -210,14 +210,17 @@ def to_delivery(
     heart_rate = parsed["heart_rate"]
     alert = heart_rate is not None and heart_rate > config.alert_threshold_bpm
     arrival = _arrival(record)
-    document = {**parsed, "kinesis_arrival": arrival, "ingested_at": ingested_at, "alert": alert}
+    document = cast(dict[str, Any], parsed)  # a fresh dict, completed in place (no copy)
+    document["kinesis_arrival"] = arrival
+    document["ingested_at"] = ingested_at
+    document["alert"] = alert
     # Both times are format_timestamp's: nothing to escape, so the payload's own JSON plus the
     # three fields is, byte for byte, what encoding the document gives (and costs far less).
     source = (_encode_json(document) if own_json is None else
               f'{own_json},"kinesis_arrival":"{arrival}","ingested_at":"{ingested_at}",'
               f'"alert":{"true" if alert else "false"}}}')
-    return Delivery(record, config.index_name, document_id(parsed), document, source,
-                    dead_letter=False, alert=alert)
+    return Delivery(record, config.index_name, document_id(document), document, source, False,
+                    alert)
 
 
 def dead_letter(
@@ -250,7 +253,7 @@ def dead_letter(
     }
     stream_name = source_arn.rsplit("/", 1)[-1]
     return Delivery(record, config.dlq_index_name, f"{stream_name}:{event_id}", document,
-                    _encode_json(document), dead_letter=True)
+                    _encode_json(document), True)
 
 
 def _arrival(record: Mapping[str, Any]) -> str:

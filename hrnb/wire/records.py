@@ -264,8 +264,9 @@ def canonical_record(data: bytes) -> Record | None:
                 return None
             rr.append(value)
     seq_number = int(seq)
-    if seq_number > 2**63 - 1 or (heart_rate is not None and int(heart_rate) > 0xFFFF) or (
-            energy is not None and int(energy) > 0xFFFF):
+    bpm = None if heart_rate is None else int(heart_rate)
+    kilojoules = None if energy is None else int(energy)
+    if seq_number > 2**63 - 1 or (bpm or 0) > 0xFFFF or (kilojoules or 0) > 0xFFFF:
         return None
     try:
         datetime.fromisoformat(timestamp)  # a real date and time
@@ -280,10 +281,10 @@ def canonical_record(data: bytes) -> Record | None:
         "device_id": device_id,
         "seq": seq_number,
         "timestamp": timestamp,
-        "heart_rate": None if heart_rate is None else int(heart_rate),
+        "heart_rate": bpm,
         "rr_intervals_ms": rr,
         "sensor_contact": sensor_contact,
-        "energy_expended": None if energy is None else int(energy),
+        "energy_expended": kilojoules,
         "sent_at": sent_at,
     }
 
