@@ -68,6 +68,34 @@ def _indices_step(settings: Settings, *, apply: bool, url: str | None) -> tuple[
     return tuple(results)
 
 
+#: The alert episode state: one document per athlete, its state stored, not searched.
+def alert_state_body(prefix: str) -> dict[str, Any]:
+    return {
+        "settings": {"index": {"number_of_shards": 1, "number_of_replicas": 0}},
+        "mappings": {"_meta": {OWNER_META: prefix}, "dynamic": False,
+                     "properties": {"state": {"type": "object", "enabled": False}}},
+    }
+
+
+def _alert_state_step(settings: Settings, *, apply: bool, url: str | None) -> StepResult:
+    name = settings.alert_state_index
+    detail = "alert episode state, one document per athlete"
+    if url is None:
+        return StepResult("alert state index", "created", name, None, "after the domain is active")
+    client = _admin_opensearch(settings, url)
+    found = _opensearch(name, "read index", client.indices.get, missing_ok=True, index=name)
+    if found is None:
+        if apply:
+            _opensearch(name, "create index", client.indices.create, index=name,
+                        body=alert_state_body(settings.prefix))
+        return StepResult("alert state index", "created", name, None, detail)
+    (index, concrete), *_ = found.items()
+    owner = _owner(concrete.get("mappings"))
+    if owner != settings.prefix:
+        raise _not_ours("index", name, owner, settings.prefix)
+    return StepResult("alert state index", "unchanged", name, None, detail)
+
+
 def _flat_settings(value: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     flat: dict[str, str] = {}
     for key, item in value.items():
@@ -182,10 +210,10 @@ def _teardown_indices(settings: Settings, aws: AwsClients, *, apply: bool) -> li
     aliases = (settings.index_name, settings.dlq_index_name)
     if not settings.is_local:
         return [StepResult("index", "skipped", alias, None, "deleted with the domain")
-                for alias in aliases]
+                for alias in (*aliases, settings.alert_state_index)]
     client = _admin_opensearch(settings, settings.resolved_opensearch_url or "")
     prefix = settings.prefix
-    results = []
+    results = [_teardown_alert_state(settings, client, apply=apply)]
     for alias in aliases:
         found = _opensearch(alias, "read index", client.indices.get, missing_ok=True,
                             index=alias) or {}
@@ -217,3 +245,17 @@ def _teardown_indices(settings: Settings, aws: AwsClients, *, apply: bool) -> li
                         name=template)
         results.append(StepResult("index template", "deleted", template))
     return results
+
+
+def _teardown_alert_state(settings: Settings, client: OpenSearch, *, apply: bool) -> StepResult:
+    name = settings.alert_state_index
+    found = _opensearch(name, "read index", client.indices.get, missing_ok=True, index=name)
+    if not found:
+        return StepResult("alert state index", "absent", name)
+    owner = _owner(next(iter(found.values())).get("mappings"))
+    if owner != settings.prefix:
+        return StepResult("alert state index", "skipped", name, None,
+                          f"not made by set-up for prefix {settings.prefix!r}; left alone")
+    if apply:
+        _opensearch(name, "delete index", client.indices.delete, index=name)
+    return StepResult("alert state index", "deleted", name)
