@@ -289,6 +289,9 @@ class Indexer:
         session = Session()
         session.auth = AWS4Auth(access_key, secret_key, config.region, "es",
                                 session_token=environ.get("AWS_SESSION_TOKEN") or None)
+        # The CA file the process trusts, as OpenSSL reads it (the local stack's CA; unset on
+        # Lambda, where requests trusts its public bundle).
+        session.verify = environ.get("SSL_CERT_FILE") or True
         # Only what _bulk needs: no Accept-Encoding, so the node spends no CPU gzipping answers.
         session.headers.clear()
         session.headers["Content-Type"] = "application/json"

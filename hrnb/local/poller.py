@@ -275,7 +275,7 @@ def load_deployment(
     }
     if settings.local_security:
         # The local domain endpoint's certificate comes from the local CA; Lambda's runtime
-        # trusts the public CAs the same way (opensearch-py reads SSL_CERT_FILE).
+        # trusts the public CAs the same way (the handler reads SSL_CERT_FILE).
         environment["SSL_CERT_FILE"] = str(settings.local_ca_path)
     spec = FunctionSpec(
         function_name=config["FunctionName"],
