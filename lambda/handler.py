@@ -453,7 +453,9 @@ class Alerter:
         self.session = session
         self.sns_auth = sns_auth
         self.mget_url = f"{endpoint}/{config.state_index}/_mget"
-        self.bulk_url = f"{endpoint}/{config.state_index}/_bulk?filter_path=items.*.status"
+        # Percent-encoded, as SigV4 canonicalises the query (see Indexer).
+        self.bulk_url = (f"{endpoint}/{config.state_index}/_bulk?"
+                         f"{urlencode({'filter_path': 'items.*.status'})}")
 
     def process(self, documents: Sequence[Mapping[str, Any]], timeout_s: float) -> list[Episode]:
         """Episodes notified for these documents (in stream order); AlertError on failure."""

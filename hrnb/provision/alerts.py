@@ -66,6 +66,12 @@ def _subscriptions(aws: AwsClients, arn: str) -> list[dict[str, Any]]:
         token = {"NextToken": page["NextToken"]}
 
 
+def ensure_alerts(settings: Settings, clients: AwsClients | None = None
+                  ) -> tuple[StepResult, ...]:
+    """The alert topic, the log queue only it may send to, and the queue's subscription."""
+    return tuple(_alerts_step(settings, clients or AwsClients(settings), apply=True))
+
+
 def _alerts_step(settings: Settings, aws: AwsClients, *, apply: bool) -> list[StepResult]:
     """The topic, the log queue (only the topic may send to it) and its subscription."""
     topic, queue = aws.arns.alert_topic, aws.arns.alert_log_queue
@@ -148,7 +154,7 @@ def subscribe(settings: Settings, protocol: str, endpoint: str,
                           setting="prefix")
     _require_owned("SNS topic", settings.alert_topic_name, tags, settings)
     found = _aws(topic, "subscribe to topic", aws.sns.subscribe, TopicArn=topic,
-                 Protocol=checked, Endpoint=endpoint, ReturnSubscriptionArn=True)
+                 Protocol=checked, Endpoint=endpoint)
     return str(found["SubscriptionArn"])
 
 

@@ -77,6 +77,15 @@ def alert_state_body(prefix: str) -> dict[str, Any]:
     }
 
 
+def ensure_alert_state(settings: Settings, *, url: str | None = None) -> StepResult:
+    """The alert episode state index (the function reads and writes it; never creates it)."""
+    url = url or opensearch_url(settings)
+    if url is None:
+        raise ProvisionError("the domain has no endpoint yet; run the domain step first",
+                             resource=settings.domain_name)
+    return _alert_state_step(settings, apply=True, url=url)
+
+
 def _alert_state_step(settings: Settings, *, apply: bool, url: str | None) -> StepResult:
     name = settings.alert_state_index
     detail = "alert episode state, one document per athlete"
