@@ -317,7 +317,11 @@ def test_setup_from_nothing_builds_the_reference(
     assert (function["MemorySize"], function["Timeout"]) == (256, 30)
     assert function["Environment"]["Variables"] == {
         "OPENSEARCH_ENDPOINT": mine.resolved_opensearch_url, "INDEX_NAME": mine.index_name,
-        "DLQ_INDEX_NAME": mine.dlq_index_name, "HR_ALERT_THRESHOLD": "150"}
+        "DLQ_INDEX_NAME": mine.dlq_index_name, "HR_ALERT_THRESHOLD": "150",
+        "HR_ALERT_THRESHOLDS": "", "HR_ALERT_SUSTAIN_S": "5", "HR_ALERT_REARM_S": "10",
+        "HR_ALERT_REARM_MARGIN_BPM": "5", "ALERT_STATE_INDEX": f"{mine.prefix}-hr-alert-state",
+        "ALERT_TOPIC_ARN": f"arn:aws:sns:ap-south-1:123456789012:{mine.prefix}-hr-alerts",
+        "SNS_ENDPOINT": mine.resolved_aws_endpoint_url}
     assert [layer["Arn"] for layer in function["Layers"]] == [
         r.id for r in report.results if r.step == "layer"]
     (mapping,) = lam.list_event_source_mappings(FunctionName=mine.function_name)[
