@@ -89,6 +89,8 @@ def test_role_policy_for_settings_names_only_this_prefixes_resources() -> None:
         f"arn:aws:logs:ap-south-1:{ACCOUNT}:log-group:/aws/lambda/alpha-indexer:*",
         f"arn:aws:es:ap-south-1:{ACCOUNT}:domain/alpha-hr/alpha-heart-rate*",
         f"arn:aws:sqs:ap-south-1:{ACCOUNT}:alpha-indexer-failed",
+        f"arn:aws:es:ap-south-1:{ACCOUNT}:domain/alpha-hr/alpha-hr-alert-state*",
+        f"arn:aws:sns:ap-south-1:{ACCOUNT}:alpha-hr-alerts",
     }
     document = provision.role_policy(settings, arns)
     assert policies.least_privilege_problems(document, allowed_resources=allowed) == []

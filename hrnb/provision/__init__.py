@@ -1,6 +1,7 @@
 """Provisioning as code: idempotent set-up, dry-run plan with costs, and clean teardown of the
 stream, indexer role, log group, OpenSearch domain, indices, Lambda layer, function, trigger,
-alert topic with its log queue and episode state index, and dashboards, on AWS and on the local stack with the same code.
+alert topic with its log queue and episode state index, and dashboards, on AWS and on the local
+stack with the same code.
 
 Why: the reference was clicked together in the console, which is slow, easy to get subtly wrong
 (the 403 when the Lambda role is not mapped in the security plugin, a yellow single-node index)
