@@ -280,7 +280,8 @@ def test_setup_from_nothing_builds_the_reference(
         "role mapping": ["created" if mine.local_security else "skipped"],
         "index template": ["created", "created"], "index": ["created", "created"],
         "layer": ["created"], "function": ["created"], "trigger": ["created"],
-        "dashboards": ["skipped"],
+        "dashboards": ["skipped"], "alert state index": ["created"], "alert topic": ["created"],
+        "alert log queue": ["created"], "alert subscription": ["created"],
     }
     skipped = {r.step: r.detail for r in report.results if r.action == "skipped"}
     assert mine.local_security or "security plugin" in skipped["role mapping"]
@@ -587,7 +588,8 @@ def test_teardown_asks_first_and_declining_keeps_everything(
     (preview,) = shown
     assert {step.resource for step in preview if step.action == "deleted"} >= {
         mine.stream_name, mine.role_name, mine.domain_name, mine.function_name}
-    assert len(provision.remaining_resources(mine)) == 10  # all still there
+    # all still there, with the alert topic, its log queue and the episode state index
+    assert len(provision.remaining_resources(mine)) == 13
 
     report = provision.confirmed_teardown(mine, lambda preview: True)
     assert report is not None and report.nothing_billable_remains
