@@ -339,17 +339,14 @@ OPERATOR_STATEMENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "lambda:ListEventSourceMappings", "lambda:CreateEventSourceMapping",
         "lambda:GetEventSourceMapping", "lambda:UpdateEventSourceMapping",
         "lambda:DeleteEventSourceMapping")),
-    ("ManageFailedBatchQueue", (
+    # The failure queue and the alert log queue: the same actions on both.
+    ("ManageQueues", (
         "sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
         "sqs:SetQueueAttributes", "sqs:TagQueue",
         "sqs:ListQueueTags", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:DeleteQueue")),
     ("ManageAlertTopic", (
         "sns:ListTagsForResource", "sns:CreateTopic", "sns:TagResource",
         "sns:ListSubscriptionsByTopic", "sns:Subscribe", "sns:Unsubscribe", "sns:DeleteTopic")),
-    ("ManageAlertLogQueue", (
-        "sqs:GetQueueUrl", "sqs:CreateQueue", "sqs:TagQueue", "sqs:ListQueueTags",
-        "sqs:GetQueueAttributes", "sqs:SetQueueAttributes", "sqs:ReceiveMessage",
-        "sqs:DeleteMessage", "sqs:DeleteQueue")),
 )
 
 
@@ -386,9 +383,8 @@ def operator_policy(
         "ManageIndexerLayer": [layer, f"{layer}:*"],
         "ManageIndexerFunction": [function],
         "ManageIndexerTrigger": ["*"],
-        "ManageFailedBatchQueue": [queue],
+        "ManageQueues": [queue, alert_log_queue],
         "ManageAlertTopic": [alert_topic],
-        "ManageAlertLogQueue": [alert_log_queue],
     }
     statements: list[Statement] = []
     for sid, actions in OPERATOR_STATEMENTS:
