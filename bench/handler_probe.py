@@ -12,11 +12,13 @@ Everything is timed with ``time.process_time`` (CPU of this process only, no wai
 batch, the best of the rounds for each batch, summed and divided by the number of records:
 
 - ``invocation``: ``lambda_handler`` on every event, the whole path (Powertools' decorator and
-  logs, decoding, validation, the body, SigV4 signing, requests, sorting the answer), with a
-  requests transport adapter handing back the node's answer instead of going on the network;
+  logs, decoding, validation, the body, SigV4 signing, parsing and sorting the answer), with the
+  transport's exchange on the connection replaced by the node's answer (no network);
   ``invocation_rewrite`` the same with the answer to a rewrite (no alerts logged);
 - its steps alone: ``decode_validate`` (``to_delivery``), ``body`` (the ``_bulk`` bytes),
-  ``sign`` (AWS4Auth on the prepared request);
+  ``sign`` (``hrnb.wire.sigv4`` on the body), ``alert_log`` (one Powertools alert line per
+  record, as the handler writes it), ``json_log`` (a line with the same fields from
+  ``json.dumps``, the least a structured logger can cost);
 - the decoding alternatives: Powertools' Kinesis data classes against reading the event dict;
 - the stdlib JSON work inside those steps (parsing the payloads, encoding the documents): the
   most a faster JSON library could save.
@@ -27,6 +29,7 @@ Writes one JSON object to ``output``. Stdlib and the zips only.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import sys
@@ -53,7 +56,6 @@ def measure(handler: Any, indexer: Any, canned: Any, batch: dict[str, Any], roun
             context: type) -> dict[str, float]:
     """µs per record of the whole invocation and of its steps, for one batch size."""
     from aws_lambda_powertools.utilities.data_classes import KinesisStreamEvent
-    from requests import Request
 
     events = batch["events"]
     now = datetime.now(UTC)
@@ -84,8 +86,32 @@ def measure(handler: Any, indexer: Any, canned: Any, batch: dict[str, Any], roun
     bodies = [body(number) for number in range(len(events))]
 
     def sign(number: int) -> None:
+        transport = indexer.transport
         for data in bodies[number]:
-            indexer.session.auth(Request("POST", indexer.bulk_url, data=data).prepare())
+            transport.signer.sign("POST", transport.host, indexer.bulk_path, indexer.bulk_query,
+                                  {"Content-Type": "application/json"}, data)
+
+    # Every record as an alert, whatever its heart rate: the cost of one alert line.
+    alerting = [[dataclasses.replace(delivery, alert=True) for delivery in batch_deliveries
+                 if not delivery.dead_letter] for batch_deliveries in deliveries]
+
+    def alert_log(number: int) -> None:
+        outcome = handler.Outcome()
+        for delivery in alerting[number]:
+            indexer._count_success(delivery, "created", outcome)
+
+    base = {"level": "WARNING", "location": "_count_success:1", "message": "heart rate alert",
+            "timestamp": ingested_at, "service": "hrnb-indexer", "cold_start": False,
+            "function_name": "bench", "function_memory_size": 128,
+            "function_arn": "arn:bench", "function_request_id": "bench"}
+
+    def json_log(number: int) -> None:
+        for delivery in alerting[number]:
+            document = delivery.document
+            sys.stdout.write(json.dumps({**base, "alert": {
+                "athlete_id": document["athlete_id"], "session_id": document["session_id"],
+                "seq": document["seq"], "timestamp": document["timestamp"],
+                "heart_rate_bpm": document["heart_rate"], "threshold_bpm": 150}}) + "\n")
 
     def powertools_decode(number: int) -> None:
         for record in KinesisStreamEvent(events[number]).records:
@@ -110,7 +136,8 @@ def measure(handler: Any, indexer: Any, canned: Any, batch: dict[str, Any], roun
 
     steps = {"invocation": invocation, "invocation_rewrite": invocation_rewrite,
              "decode_validate": decode_validate, "body": body,
-             "sign": sign, "powertools_decode": powertools_decode, "dict_decode": dict_decode,
+             "sign": sign, "alert_log": alert_log, "json_log": json_log,
+             "powertools_decode": powertools_decode, "dict_decode": dict_decode,
              "json_decode": json_decode, "json_encode": json_encode}
     count = sum(len(event["Records"]) for event in events)
     return {"records": count, **{name: best_us_per_record(step, len(events), count, rounds)
@@ -122,24 +149,15 @@ def main(path: str) -> int:
     sys.path[:0] = spec["paths"]
     os.environ.update(spec["environment"])
     import handler
-    from requests import Response
-    from requests.adapters import BaseAdapter
 
-    class CannedBulk(BaseAdapter):
+    class CannedBulk:
         """Answers every request with the node's real answer for a batch of this size."""
 
         answer = b""
 
-        def send(self, request: Any, **kwargs: Any) -> Response:
-            response = Response()
-            response.status_code = 200
-            response._content = self.answer
-            response.request = request
-            response.url = request.url
-            return response
-
-        def close(self) -> None:
-            pass
+        def exchange(self, target: str, body: bytes, headers: dict[str, str],
+                     timeout_s: float) -> tuple[int, bytes]:
+            return 200, self.answer
 
     class Context:
         function_name = "bench"
@@ -152,8 +170,7 @@ def main(path: str) -> int:
 
     canned = CannedBulk()
     indexer = handler.indexer()
-    indexer.session.mount("http://", canned)
-    indexer.session.mount("https://", canned)
+    indexer.transport._exchange = canned.exchange
     results = {}
     for size, batch in spec["batches"].items():
         batch["answer"] = batch["answer"].encode()

@@ -9,6 +9,12 @@ The reference built its layer by hand. Here one command builds, for the python3.
 - ``layer-x86_64.zip`` and ``layer-arm64.zip``: the pinned, hashed closure in
   ``lambda/requirements.txt`` as manylinux wheels for that architecture, unpacked under ``python/``.
 
+Every ``.py`` ships with its python3.12 bytecode (``__pycache__/<name>.cpython-312.pyc``,
+unchecked-hash, so nothing is stat'ed or compiled at import): Lambda's code directories are
+read-only, so without it every cold start compiles every module it imports. The bytecode is
+compiled by a python3.12 interpreter (``hrnb.local.worker.find_runtime_python``) in one fresh
+process, in sorted order with a fixed hash seed, so it is the same on every build.
+
 Same input, same bytes: entries are sorted, timestamps and permissions fixed, so the sha256 (and
 the CodeSha256 Lambda reports) changes only when the code or a pinned wheel does. Downloaded wheels
 are cached under ``~/.cache/hrnb/wheels/<arch>`` so rebuilds work offline. Sizes are checked against
@@ -32,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from hrnb.errors import PackagingError
+from hrnb.local.worker import find_runtime_python
 
 logger = logging.getLogger(__name__)
 
@@ -103,14 +110,20 @@ def build(
                 f"unknown Lambda architecture {arch!r}; use one of {', '.join(ARCHITECTURES)}"
             )
     out_dir.mkdir(parents=True, exist_ok=True)
-    function = write_zip(out_dir / "function.zip", function_entries(source_root))
+    python = find_runtime_python(RUNTIME)
+    if python is None:
+        raise PackagingError(f"no {RUNTIME} interpreter found to compile the zips' bytecode "
+                             f"(install {RUNTIME}, e.g. with pyenv)", artifact="function.zip")
+    function = write_zip(out_dir / "function.zip",
+                         with_bytecode(function_entries(source_root), python))
     logger.info("built %s (%d bytes)", function.path, function.zipped_bytes)
     requirements = source_root / "lambda" / "requirements.txt"
     layers = {}
     for arch in architectures:
         with tempfile.TemporaryDirectory(prefix=f"hrnb-wheels-{arch}-") as target:
             wheels = fetch_wheels(requirements, arch, wheel_cache / arch, Path(target))
-            layers[arch] = write_zip(out_dir / f"layer-{arch}.zip", layer_entries(wheels))
+            layers[arch] = write_zip(out_dir / f"layer-{arch}.zip",
+                                     with_bytecode(layer_entries(wheels), python))
         logger.info("built %s (%d bytes)", layers[arch].path, layers[arch].zipped_bytes)
     result = BuildResult(function=function, layers=layers)
     check_limits(result)
@@ -192,6 +205,46 @@ def layer_entries(wheels: Iterable[Path]) -> dict[str, bytes]:
                 entries[name] = archive.read(info)
                 owners[name] = wheel.name
     return entries
+
+
+#: Run by the runtime's interpreter: JSON {name: source (base64)} in, {name: pyc (base64)} out.
+_COMPILE = """
+import base64, importlib._bootstrap_external as bx, importlib.util, json, sys
+sources = json.load(sys.stdin)
+out = {}
+for name in sorted(sources):
+    source = base64.b64decode(sources[name])
+    try:
+        code = compile(source, name, "exec", dont_inherit=True, optimize=0)
+    except (SyntaxError, ValueError) as exc:
+        sys.exit(f"{name}: {exc}")
+    pyc = bx._code_to_hash_pyc(code, importlib.util.source_hash(source), checked=False)
+    out[name] = base64.b64encode(pyc).decode()
+json.dump(out, sys.stdout)
+"""
+
+
+def with_bytecode(entries: Mapping[str, bytes], python: str) -> dict[str, bytes]:
+    """``entries`` plus the unchecked-hash bytecode of each ``.py``, compiled by ``python``."""
+    sources = {name: base64.b64encode(content).decode()
+               for name, content in entries.items() if name.endswith(".py")}
+    done = subprocess.run(
+        [python, "-s", "-S", "-c", _COMPILE], input=json.dumps(sources), capture_output=True,
+        text=True, env={"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0"},
+    )
+    if done.returncode != 0:
+        raise PackagingError(f"{python} could not compile the bytecode: {done.stderr.strip()}",
+                             artifact="bytecode")
+    compiled = {bytecode_name(name): base64.b64decode(pyc)
+                for name, pyc in json.loads(done.stdout).items()}
+    return {**entries, **compiled}
+
+
+def bytecode_name(source: str) -> str:
+    """Where Python 3.12 looks for the bytecode of ``source`` (``a/b.py`` ->
+    ``a/__pycache__/b.cpython-312.pyc``)."""
+    path = PurePosixPath(source)
+    return str(path.parent / "__pycache__" / f"{path.stem}.cpython-312.pyc").removeprefix("./")
 
 
 def _installed_name(member: str) -> str | None:

@@ -4,7 +4,9 @@ Configured by environment variables: ``OPENSEARCH_ENDPOINT`` (the domain endpoin
 ``https://``; ``http://127.0.0.1:…`` on the local stack), ``INDEX_NAME`` (default ``heart_rate``),
 ``DLQ_INDEX_NAME`` (default ``heart_rate-dlq``), ``HR_ALERT_THRESHOLD`` (bpm, default 150) and
 ``AWS_REGION``. Requests are SigV4-signed (service ``es``) with the execution role's credentials,
-which Lambda puts in ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``.
+which Lambda puts in ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``. HTTPS
+is verified against the default trust store (the system's on AWS; ``SSL_CERT_FILE``, the local
+CA, on the local stack), never switched off.
 
 Per batch:
 
@@ -28,9 +30,13 @@ Per batch:
   each new episode is published once to the SNS topic (at least once across a crash; the
   ``episode_id`` attribute dedupes). If the state or SNS fails, the whole batch is handed back.
 
-Lean on purpose (``bench/bench_handler.py`` measures each choice): Powertools only for its Logger,
-no Kinesis data classes and no opensearch-py client, whose imports and per-item work cost more than
-the bulk round trip they wrap. Credentials, identities and the event itself are never logged.
+Lean on purpose (``bench/bench_handler.py`` measures each choice; docs/benchmarks/handler.md):
+Powertools only for its Logger; no Kinesis data classes and no opensearch-py, whose per-item work
+cost more than the bulk round trip they wrap; no requests or requests-aws4auth, whose import alone
+took 126-222 ms of a cold start, so the request goes over the stdlib's http.client on one keep-alive
+connection, signed by ``hrnb.wire.sigv4`` (checked byte for byte against botocore). The zips carry
+python3.12 bytecode, so a cold start compiles nothing. Credentials, identities and the event
+itself are never logged.
 """
 
 from __future__ import annotations
@@ -38,26 +44,28 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import http.client
 import json
 import os
+import re
+import select
+import ssl
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict
-from urllib.parse import urlencode
-from xml.etree import ElementTree
+from urllib.parse import urlsplit
 
 from aws_lambda_powertools import Logger
-from requests import RequestException, Session, Timeout
-from requests_aws4auth import AWS4Auth
 
 from hrnb.errors import ConfigError, RecordError
 from hrnb.wire.alert import DEFAULT_ALERT_THRESHOLD_BPM, check_alert_threshold
 from hrnb.wire.episodes import AlertRules, Episode, EpisodeState, advance
 from hrnb.wire.records import decode_record, document_id, format_timestamp, plausibility_problem
 from hrnb.wire.retry import is_retryable_status
+from hrnb.wire.sigv4 import Credentials, SigV4Signer, canonical_query
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -259,21 +267,65 @@ def bulk_chunks(deliveries: Sequence[Delivery]) -> Iterator[tuple[list[Delivery]
         yield chunk, lines
 
 
+class Transport:
+    """SigV4-signed requests on one keep-alive connection to the domain (stdlib http.client).
+
+    HTTPS verifies the node's certificate against the default trust store: the system's on
+    AWS, and ``SSL_CERT_FILE`` (the local CA) on the local stack.
+    """
+
+    def __init__(self, endpoint: str, signer: SigV4Signer) -> None:
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"OPENSEARCH_ENDPOINT {endpoint!r} is not an http(s) URL",
+                              setting="OPENSEARCH_ENDPOINT")
+        self.host = parts.netloc
+        self.signer = signer
+        self._connection: http.client.HTTPConnection = (
+            http.client.HTTPSConnection(parts.hostname, parts.port,
+                                        context=ssl.create_default_context())
+            if parts.scheme == "https" else http.client.HTTPConnection(parts.hostname, parts.port))
+
+    def post(self, path: str, query: str, body: bytes, timeout_s: float,
+             content_type: str = "application/json") -> tuple[int, bytes]:
+        """(status, body) of a signed POST; OSError or HTTPException when no answer came."""
+        headers = self.signer.sign("POST", self.host, path, query,
+                                   {"Content-Type": content_type}, body)
+        return self._exchange(f"{path}?{query}", body, headers, timeout_s)
+
+    def _exchange(self, target: str, body: bytes, headers: dict[str, str],
+                  timeout_s: float) -> tuple[int, bytes]:
+        connection = self._connection
+        if connection.sock is not None and select.select([connection.sock], [], [], 0)[0]:
+            # An idle keep-alive connection that reads as ready was closed by the other end:
+            # a new one, never a request sent into a dead socket (urllib3 checks the same).
+            connection.close()
+        connection.timeout = timeout_s
+        if connection.sock is not None:
+            connection.sock.settimeout(timeout_s)
+        try:
+            connection.request("POST", target, body=body, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.read()
+        except BaseException:
+            connection.close()
+            raise
+
+
 class Indexer:
     """Posts deliveries with signed ``_bulk`` requests and sorts the per-item results; one per
     container, so the connection and the signing key are reused across invocations."""
 
-    def __init__(self, config: IndexerConfig, session: Session) -> None:
+    def __init__(self, config: IndexerConfig, transport: Transport) -> None:
         self.config = config
-        self.session = session
+        self.transport = transport
         # POST /<index>/_bulk, not /_bulk: the role may only write to heart_rate* paths. Only
         # into set-up's aliases, which name the indices it made with the mapping: with them gone
         # (torn down, say) a write fails and is retried, never auto-creates an index with a
         # dynamic mapping. The answer keeps only what is read per item: a fifth of the bytes to
-        # parse. The query is sent percent-encoded, as SigV4 canonicalises it, so every verifier
-        # agrees.
-        query = urlencode({"require_alias": "true", "filter_path": _ANSWER_FIELDS})
-        self.bulk_url = f"{config.endpoint}/{config.index_name}/_bulk?{query}"
+        # parse. The query is sent as SigV4 canonicalises it, so every verifier agrees.
+        self.bulk_path = f"/{config.index_name}/_bulk"
+        self.bulk_query = canonical_query({"require_alias": "true", "filter_path": _ANSWER_FIELDS})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Indexer:
@@ -286,16 +338,10 @@ class Indexer:
                 "AWS_SECRET_ACCESS_KEY from the execution role",
                 setting="AWS_ACCESS_KEY_ID",
             )
-        session = Session()
-        session.auth = AWS4Auth(access_key, secret_key, config.region, "es",
-                                session_token=environ.get("AWS_SESSION_TOKEN") or None)
-        # The CA file the process trusts, as OpenSSL reads it (the local stack's CA; unset on
-        # Lambda, where requests trusts its public bundle).
-        session.verify = environ.get("SSL_CERT_FILE") or True
-        # Only what _bulk needs: no Accept-Encoding, so the node spends no CPU gzipping answers.
-        session.headers.clear()
-        session.headers["Content-Type"] = "application/json"
-        return cls(config, session)
+        credentials = Credentials(access_key, secret_key,
+                                  environ.get("AWS_SESSION_TOKEN") or None)
+        signer = SigV4Signer(credentials, config.region, "es")
+        return cls(config, Transport(config.endpoint, signer))
 
     def process(
         self, records: Sequence[Mapping[str, Any]], *, now: datetime, request_timeout_s: float
@@ -359,19 +405,20 @@ class Indexer:
         """One signed ``_bulk`` request: its per-item answers, or ``count`` copies of the
         request's own failure (status "N/A" or "TIMEOUT" when no answer came)."""
         try:
-            response = self.session.post(self.bulk_url, data=body, timeout=request_timeout_s)
-        except Timeout as exc:
+            status, content = self.transport.post(self.bulk_path, self.bulk_query, body,
+                                                  request_timeout_s)
+        except TimeoutError as exc:
             return [{"status": "TIMEOUT", "error": str(exc)}] * count
-        except RequestException as exc:
-            return [{"status": "N/A", "error": str(exc)}] * count
-        if 200 <= response.status_code < 300:
-            return [item for answer in json.loads(response.content)["items"]
-                    for item in answer.values()]
+        except (OSError, http.client.HTTPException) as exc:
+            return [{"status": "N/A", "error": str(exc) or type(exc).__name__}] * count
+        if 200 <= status < 300:
+            return [item for answer in json.loads(content)["items"] for item in answer.values()]
+        text = content.decode("utf-8", "replace")
         try:
-            error = json.loads(response.content).get("error", response.text)
+            error = json.loads(content).get("error", text)
         except (ValueError, AttributeError):
-            error = response.text
-        return [{"status": response.status_code, "error": error}] * count
+            error = text
+        return [{"status": status, "error": error}] * count
 
     def _count_success(self, delivery: Delivery, result: str, outcome: Outcome) -> None:
         if delivery.dead_letter:
@@ -410,6 +457,7 @@ class AlertError(Exception):
     """The episode state or SNS could not be reached or refused: the batch is handed back."""
 
 
+_MESSAGE_ID = re.compile(rb"<MessageId>([^<]+)</MessageId>")
 #: Optimistic-concurrency conflicts retried (reloading the state) before the batch is handed back.
 _STATE_CONFLICT_RETRIES = 3
 
@@ -434,6 +482,9 @@ class AlertConfig:
             if not value:
                 raise ConfigError(f"{name} is not set: alerts need it with ALERT_TOPIC_ARN",
                                   setting=name)
+        if urlsplit(sns_endpoint).scheme not in ("http", "https"):
+            raise ConfigError(f"SNS_ENDPOINT {sns_endpoint!r} is not an http(s) URL",
+                              setting="SNS_ENDPOINT")
         return cls(state_index=state_index, topic_arn=topic_arn, sns_endpoint=sns_endpoint,
                    rules=AlertRules.from_env(environ))
 
@@ -447,15 +498,13 @@ class Alerter:
     dedupe by the ``episode_id`` message attribute. A redelivered batch changes no state (the
     state keeps the last sample's timestamp), so it publishes nothing."""
 
-    def __init__(self, config: AlertConfig, endpoint: str, session: Session,
-                 sns_auth: AWS4Auth) -> None:
+    def __init__(self, config: AlertConfig, state: Transport, sns: Transport) -> None:
         self.config = config
-        self.session = session
-        self.sns_auth = sns_auth
-        self.mget_url = f"{endpoint}/{config.state_index}/_mget"
-        # Percent-encoded, as SigV4 canonicalises the query (see Indexer).
-        self.bulk_url = (f"{endpoint}/{config.state_index}/_bulk?"
-                         f"{urlencode({'filter_path': 'items.*.status'})}")
+        self.state = state  # the indexer's connection to the domain
+        self.sns = sns
+        self.mget_path = f"/{config.state_index}/_mget"
+        self.bulk_path = f"/{config.state_index}/_bulk"
+        self.bulk_query = canonical_query({"filter_path": "items.*.status"})
 
     def process(self, documents: Sequence[Mapping[str, Any]], timeout_s: float) -> list[Episode]:
         """Episodes notified for these documents (in stream order); AlertError on failure."""
@@ -483,20 +532,23 @@ class Alerter:
                 return list(published.values())
         raise AlertError(f"episode state of {', '.join(sorted(pending))} kept changing")
 
-    def _request(self, url: str, body: bytes, timeout_s: float, **kwargs: Any) -> Any:
+    @staticmethod
+    def _post(transport: Transport, what: str, path: str, query: str, body: bytes,
+              timeout_s: float, content_type: str = "application/json") -> bytes:
         try:
-            response = self.session.post(url, data=body, timeout=timeout_s, **kwargs)
-        except RequestException as exc:
-            raise AlertError(f"{url.split('?')[0]}: {exc}") from exc
-        if not 200 <= response.status_code < 300:
-            raise AlertError(f"{url.split('?')[0]}: {response.status_code} {response.text[:300]}")
-        return response
+            status, content = transport.post(path, query, body, timeout_s, content_type)
+        except (OSError, http.client.HTTPException) as exc:
+            raise AlertError(f"{what}: {exc or type(exc).__name__}") from exc
+        if not 200 <= status < 300:
+            raise AlertError(f"{what}: {status} {content[:300].decode('utf-8', 'replace')}")
+        return content
 
     def _load(self, athletes: Sequence[str], timeout_s: float
               ) -> dict[str, tuple[EpisodeState | None, tuple[int, int] | None]]:
         """Each athlete's stored state and its (seq_no, primary_term); None when new."""
         body = _encode_json({"ids": list(athletes)}).encode()
-        docs = json.loads(self._request(self.mget_url, body, timeout_s).content)["docs"]
+        docs = json.loads(self._post(self.state, "reading episode state", self.mget_path, "",
+                                     body, timeout_s))["docs"]
         found: dict[str, tuple[EpisodeState | None, tuple[int, int] | None]] = {}
         for doc in docs:
             if "error" in doc:
@@ -518,10 +570,10 @@ class Alerter:
                 action = {"index": {"_id": athlete, "if_seq_no": version[0],
                                     "if_primary_term": version[1]}}
             lines.append(f"{_encode_json(action)}\n{_encode_json({'state': state})}\n")
-        items = json.loads(self._request(self.bulk_url, "".join(lines).encode(),
-                                         timeout_s).content)["items"]
+        content = self._post(self.state, "writing episode state", self.bulk_path,
+                             self.bulk_query, "".join(lines).encode(), timeout_s)
         conflicts = set()
-        for athlete, item in zip(writes, items, strict=True):
+        for athlete, item in zip(writes, json.loads(content)["items"], strict=True):
             status = next(iter(item.values()))["status"]
             if status == 409:
                 conflicts.add(athlete)
@@ -540,12 +592,11 @@ class Alerter:
             entry = f"MessageAttributes.entry.{number}"
             form |= {f"{entry}.Name": name, f"{entry}.Value.DataType": "String",
                      f"{entry}.Value.StringValue": value}
-        response = self._request(
-            self.config.sns_endpoint + "/", urlencode(form).encode(), timeout_s,
-            auth=self.sns_auth,
-            headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
-        message_id = ElementTree.fromstring(response.content).findtext(
-            ".//{*}MessageId")
+        content = self._post(self.sns, "publishing to SNS", "/", "",
+                             canonical_query(form).encode(), timeout_s,
+                             "application/x-www-form-urlencoded; charset=utf-8")
+        found = _MESSAGE_ID.search(content)  # the one field read from the XML answer
+        message_id = found.group(1).decode() if found else None
         logger.warning("heart rate alert episode", extra={"episode": {
             "episode_id": episode.id, "athlete_id": episode.athlete_id, "start": episode.start,
             "peak_bpm": episode.peak_bpm, "threshold_bpm": episode.threshold_bpm,
@@ -554,16 +605,14 @@ class Alerter:
 
 @functools.cache
 def alerter() -> Alerter | None:
-    """The container's alerter (None when alerts are off), sharing the indexer's session."""
+    """The container's alerter (None when alerts are off): the state on the indexer's
+    connection, SNS on its own, both signed with the indexer's credentials."""
     config = AlertConfig.from_env(os.environ)
     if config is None:
         return None
     bulk = indexer()
-    credentials = bulk.session.auth
-    assert isinstance(credentials, AWS4Auth)
-    sns_auth = AWS4Auth(credentials.access_id, credentials.signing_key.secret_key,
-                        bulk.config.region, "sns", session_token=credentials.session_token)
-    return Alerter(config, bulk.config.endpoint, bulk.session, sns_auth)
+    signer = SigV4Signer(bulk.transport.signer.credentials, bulk.config.region, "sns")
+    return Alerter(config, bulk.transport, Transport(config.sns_endpoint, signer))
 
 
 def notify_episodes(records: Sequence[Mapping[str, Any]], outcome: Outcome,

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -32,6 +33,8 @@ from hrnb.provision.state import load_master_user, master_user_path
 from hrnb.query import views
 from hrnb.search_client import opensearch_client
 from hrnb.wire.index_schema import index_template
+from hrnb.wire.sigv4 import Credentials as SigningCredentials
+from hrnb.wire.sigv4 import SigV4Signer
 
 pytestmark = pytest.mark.stack
 
@@ -75,6 +78,19 @@ def iam_user(secured: Settings, make_aws_client: Callable[..., Any],
     for name, key_id in made:
         iam.delete_access_key(UserName=name, AccessKeyId=key_id)
         iam.delete_user(UserName=name)
+
+
+@pytest.fixture
+def assumable_role(secured: Settings, make_aws_client: Callable[..., Any],
+                   unique_name: Callable[[str], str]) -> Iterator[tuple[str, str]]:
+    """A role the local account may assume: (name, ARN)."""
+    iam = make_aws_client("iam")
+    name = unique_name("fgac-role")
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+             "Principal": {"AWS": "arn:aws:iam::123456789012:root"}}]}
+    yield name, iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust)
+                                )["Role"]["Arn"]
+    iam.delete_role(RoleName=name)
 
 
 def test_the_stack_reports_security_and_keeps_its_secrets_private(secured: Settings) -> None:
@@ -129,30 +145,23 @@ def test_tampered_and_wrongly_keyed_requests_are_refused(
 
 def test_each_credential_reaches_the_node_as_its_iam_principal(
     secured: Settings, iam_user: Callable[[], tuple[str, AWS4Auth]],
-    make_aws_client: Callable[..., Any], unique_name: Callable[[str], str],
+    make_aws_client: Callable[..., Any], assumable_role: tuple[str, str],
 ) -> None:
     user_arn, user_auth = iam_user()
     seen = authinfo(secured, user_auth).json()
     assert (seen["user_name"], seen["backend_roles"]) == (user_arn, [])
 
-    iam, sts = make_aws_client("iam"), make_aws_client("sts")
-    name = unique_name("fgac-role")
-    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-             "Principal": {"AWS": "arn:aws:iam::123456789012:root"}}]}
-    role_arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust)
-                               )["Role"]["Arn"]
-    try:
-        assumed = sts.assume_role(RoleArn=role_arn, RoleSessionName="analyst")["Credentials"]
-        auth = signed(secured, assumed["AccessKeyId"], assumed["SecretAccessKey"],
-                      assumed["SessionToken"])
-        seen = authinfo(secured, auth).json()
-        assert seen["backend_roles"] == [role_arn]
-        assert seen["user_name"].endswith(f":assumed-role/{name}/analyst")
-        without_token = authinfo(secured, signed(secured, assumed["AccessKeyId"],
-                                                 assumed["SecretAccessKey"]))
-        assert without_token.status_code == 403
-    finally:
-        iam.delete_role(RoleName=name)
+    name, role_arn = assumable_role
+    sts = make_aws_client("sts")
+    assumed = sts.assume_role(RoleArn=role_arn, RoleSessionName="analyst")["Credentials"]
+    auth = signed(secured, assumed["AccessKeyId"], assumed["SecretAccessKey"],
+                  assumed["SessionToken"])
+    seen = authinfo(secured, auth).json()
+    assert seen["backend_roles"] == [role_arn]
+    assert seen["user_name"].endswith(f":assumed-role/{name}/analyst")
+    without_token = authinfo(secured, signed(secured, assumed["AccessKeyId"],
+                                             assumed["SecretAccessKey"]))
+    assert without_token.status_code == 403
 
     caller = sts.get_caller_identity()["Arn"]
     client = opensearch_client(secured)
@@ -163,6 +172,41 @@ def test_each_credential_reaches_the_node_as_its_iam_principal(
     assert master is not None
     seen = authinfo(secured, (master.username, master.password)).json()
     assert seen["user_name"] == master.username and "all_access" in seen["roles"]
+
+
+def test_the_handlers_signer_reaches_the_node_as_its_role_across_refreshed_credentials(
+    secured: Settings, make_aws_client: Callable[..., Any], assumable_role: tuple[str, str],
+) -> None:
+    """hrnb.wire.sigv4 (the Lambda handler's signer) through the front, with session tokens."""
+    name, role_arn = assumable_role
+    sts = make_aws_client("sts")
+    url = str(secured.resolved_opensearch_url)
+    path = "/_plugins/_security/authinfo"
+
+    def session(session_name: str) -> SigningCredentials:
+        issued = sts.assume_role(RoleArn=role_arn, RoleSessionName=session_name)["Credentials"]
+        return SigningCredentials(issued["AccessKeyId"], issued["SecretAccessKey"],
+                                  issued["SessionToken"])
+
+    def ask(signer: SigV4Signer) -> requests.Response:
+        headers = signer.sign("GET", urlsplit(url).netloc, path, "", {}, b"")
+        return requests.get(f"{url}{path}", headers=headers, verify=str(secured.local_ca_path),
+                            timeout=30)
+
+    first = session("indexer-1")
+    signer = SigV4Signer(first, secured.region, "es")
+    seen = ask(signer).json()
+    assert (seen["user_name"].endswith(f":assumed-role/{name}/indexer-1")
+            and seen["backend_roles"] == [role_arn])
+    signer.credentials = session("indexer-2")  # refreshed, as a new container gets them
+    assert ask(signer).json()["user_name"].endswith(f":assumed-role/{name}/indexer-2")
+    signer.credentials = SigningCredentials(first.access_key, first.secret_key)
+    without_token = ask(signer)
+    assert without_token.status_code == 403 and "token" in without_token.json()["message"]
+    signer.credentials = SigningCredentials(first.access_key, "not-the-secret",
+                                            first.session_token)
+    wrong_secret = ask(signer)
+    assert wrong_secret.status_code == 403 and "signature" in wrong_secret.json()["message"]
 
 
 def test_a_mapped_reader_queries_and_an_unmapped_one_gets_one_line_naming_the_fix(

@@ -16,6 +16,7 @@ from infra_scripts.build_lambda import (
     REPO_ROOT,
     BuildResult,
     build,
+    bytecode_name,
     check_limits,
     packaged_sources,
 )
@@ -59,7 +60,8 @@ def test_the_function_zip_holds_the_handler_and_the_shared_schema_byte_for_byte(
     shipped = packaged_sources(REPO_ROOT)
     assert "hrnb/wire/records.py" in shipped and "hrnb/errors.py" in shipped
     assert not any(name.startswith(("hrnb/local/", "hrnb/provision/")) for name in shipped)
-    assert names(lambda_build.function.path) == {"handler.py", *shipped}
+    sources = {"handler.py", *shipped}
+    assert names(lambda_build.function.path) == sources | {bytecode_name(n) for n in sources}
     with zipfile.ZipFile(lambda_build.function.path) as archive:
         assert archive.read("handler.py") == (REPO_ROOT / "lambda" / "handler.py").read_bytes()
         for name in shipped:
@@ -72,15 +74,42 @@ def test_each_layer_holds_the_dependencies_built_for_its_architecture(
 ) -> None:
     entries = names(lambda_build.layer(arch).path)
 
-    for package in ("aws_lambda_powertools", "opensearchpy", "requests_aws4auth", "requests",
-                    "urllib3", "jmespath"):
+    for package in ("aws_lambda_powertools", "jmespath"):
         assert f"python/{package}/__init__.py" in entries
+    assert "python/typing_extensions.py" in entries
     assert all(name.startswith("python/") for name in entries)
     native = {name for name in entries if name.endswith(".so")}
-    assert native and all(f"cpython-312-{machine}-linux-gnu.so" in name for name in native)
-    # Not packaged: the gRPC stack opensearch-py declares but never imports, console scripts.
-    assert not any(name.startswith(("python/grpc", "python/google/", "python/bin/"))
-                   for name in entries)
+    assert all(f"cpython-312-{machine}-linux-gnu.so" in name for name in native)
+    # Not packaged: the HTTP clients the handler no longer imports (it signs and posts with the
+    # stdlib), the gRPC stack, console scripts.
+    assert not any(name.startswith((
+        "python/opensearchpy/", "python/requests/", "python/requests_aws4auth/",
+        "python/urllib3/", "python/grpc", "python/google/", "python/bin/")) for name in entries)
+
+
+def test_every_module_ships_with_bytecode_the_runtime_loads_without_compiling(
+    lambda_build: BuildResult, tmp_path: Path, runtime_python: str
+) -> None:
+    roots = []
+    for artifact in (lambda_build.function, lambda_build.layer("x86_64")):
+        root = tmp_path / artifact.path.stem
+        with zipfile.ZipFile(artifact.path) as archive:
+            archive.extractall(root)
+            sources = {n for n in archive.namelist() if n.endswith(".py")}
+            assert {n for n in archive.namelist() if n.endswith(".pyc")} == {
+                bytecode_name(n) for n in sources}
+            pyc = archive.read(bytecode_name(sorted(sources)[0]))
+            assert int.from_bytes(pyc[4:8], "little") == 0b01  # hash-based, unchecked
+        roots.append(root)
+    task, layer = roots[0], roots[1] / "python"
+    probe = (f"import sys; sys.path[:0] = [{str(task)!r}, {str(layer)!r}]; import handler")
+    done = subprocess.run([runtime_python, "-I", "-S", "-B", "-v", "-c", probe],
+                          capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 0, done.stderr
+    loaded = [line for line in done.stderr.splitlines() if "code object from" in line
+              and str(tmp_path) in line]
+    assert len(loaded) > 30 and all(".pyc'" in line for line in loaded)
 
 
 def test_sizes_are_checked_against_lambdas_limits(lambda_build: BuildResult) -> None:

@@ -285,6 +285,21 @@ def test_an_outage_hands_back_every_record_and_loses_none(
     assert_no_secrets(worker.log_path)
 
 
+def test_a_kept_alive_connection_the_domain_cut_while_idle_is_not_reused(
+    settings: Settings, opensearch: Any, indices: Indices, start_worker: Callable[..., Any],
+    through_stream: Callable[..., Any], gateway: SigV4Gateway,
+) -> None:
+    batch = through_stream(encoded([good_record("s-idle", seq) for seq in range(4)]))
+    worker = start_worker(handler_environment(settings, gateway.url, indices))
+    assert worker.invoke(batch.event(batch.records[:2])).payload == {"batchItemFailures": []}
+    gateway.cut_idle_connections()
+
+    after = worker.invoke(batch.event(batch.records[2:]))
+
+    assert after.payload == {"batchItemFailures": []}
+    assert len(documents(opensearch, indices.name)) == 4
+
+
 def test_a_dependency_missing_from_the_zips_fails_as_on_aws(
     settings: Settings, gateway: SigV4Gateway, indices: Indices, start_worker: Callable[..., Any],
     through_stream: Callable[..., Any],

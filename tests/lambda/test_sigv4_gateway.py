@@ -1,8 +1,8 @@
 """The SigV4 gateway refuses what Amazon OpenSearch Service with IAM access control refuses.
 
 Unsigned, wrongly signed, expired, re-targeted and body-tampered requests get 403 and never reach
-the node; requests signed as the handler signs them (requests-aws4auth) or as boto signs them
-pass. (That the packaged handler's own requests pass is checked in test_lambda_handler.py.)
+the node; requests signed by requests-aws4auth or as boto signs them pass. (That the packaged
+handler's own requests pass is checked in test_lambda_handler.py.)
 """
 
 from __future__ import annotations

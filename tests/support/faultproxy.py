@@ -196,6 +196,7 @@ class FaultProxy:
         self._statuses: dict[int, int] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._clients: set[socket.socket] = set()  # open client connections
 
     # --- lifecycle --------------------------------------------------------------------------
     def __enter__(self) -> FaultProxy:
@@ -238,6 +239,16 @@ class FaultProxy:
 
     def clear(self) -> None:
         self.set_fault(None)
+
+    def cut_idle_connections(self) -> None:
+        """Close every open client connection, as a server closes idle keep-alive ones."""
+        with self._lock:
+            clients, self._clients = set(self._clients), set()
+        for client in clients:
+            try:
+                client.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already gone
 
     @property
     def fault(self) -> Fault | None:
@@ -363,6 +374,13 @@ class _Handler(BaseHTTPRequestHandler):
         # Headers and body go out in separate writes: without this, Nagle's algorithm and the
         # client's delayed ACK add 40 ms to every answer.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.server.proxy._lock:
+            self.server.proxy._clients.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.proxy._lock:
+            self.server.proxy._clients.discard(self.connection)
+        super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         """Quiet: tests read counters, not access logs."""
