@@ -504,7 +504,9 @@ class Alerter:
         self.sns = sns
         self.mget_path = f"/{config.state_index}/_mget"
         self.bulk_path = f"/{config.state_index}/_bulk"
-        self.bulk_query = canonical_query({"filter_path": "items.*.status"})
+        # Into set-up's alias only: once torn down, a write fails instead of creating the index.
+        self.bulk_query = canonical_query({"require_alias": "true",
+                                           "filter_path": "items.*.status"})
 
     def process(self, documents: Sequence[Mapping[str, Any]], timeout_s: float) -> list[Episode]:
         """Episodes notified for these documents (in stream order); AlertError on failure."""

@@ -174,7 +174,7 @@ def test_security_roles_cover_only_the_heart_rate_indices() -> None:
     assert permission["index_patterns"] == ["heart_rate*", "heart_rate-dlq*"]
     assert set(permission["allowed_actions"]) == {"write", "create_index"}
     # The episode state: read and written, one exact index, never created by the function.
-    assert state["index_patterns"] == ["hrnb-hr-alert-state"]
+    assert state["index_patterns"] == ["hrnb-hr-alert-state*"]
     assert "create_index" not in state["allowed_actions"]
     assert writer["cluster_permissions"] == ["indices:data/write/bulk", "indices:data/read/mget"]
     reader = policies.security_reader_role(("heart_rate",))

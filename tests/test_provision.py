@@ -300,8 +300,16 @@ def test_setup_from_nothing_builds_the_reference(
     allowed = {stream["StreamARN"],
                f"arn:aws:logs:{mine.region}:{ACCOUNT}:log-group:{mine.log_group_name}:*",
                f"arn:aws:es:{mine.region}:{ACCOUNT}:domain/{mine.domain_name}/{mine.index_name}*",
-               f"arn:aws:sqs:{mine.region}:{ACCOUNT}:{mine.failure_queue_name}"}
+               f"arn:aws:sqs:{mine.region}:{ACCOUNT}:{mine.failure_queue_name}",
+               f"arn:aws:sns:{mine.region}:{ACCOUNT}:{mine.alert_topic_name}"}
     assert policies.least_privilege_problems(deployed, allowed_resources=allowed) == []
+    sns = boto3.client("sns", **kw)
+    topic = f"arn:aws:sns:{mine.region}:{ACCOUNT}:{mine.alert_topic_name}"
+    assert {"Key": provision.OWNER_TAG, "Value": mine.prefix} in sns.list_tags_for_resource(
+        ResourceArn=topic)["Tags"]
+    (subscription,) = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+    assert (subscription["Protocol"], subscription["Endpoint"]) == (
+        "sqs", f"arn:aws:sqs:{mine.region}:{ACCOUNT}:{mine.alert_log_queue_name}")
     assert iam.list_attached_role_policies(RoleName=mine.role_name)["AttachedPolicies"] == []
 
     domain = boto3.client("opensearch", **kw).describe_domain(

@@ -87,21 +87,25 @@ def ensure_alert_state(settings: Settings, *, url: str | None = None) -> StepRes
 
 
 def _alert_state_step(settings: Settings, *, apply: bool, url: str | None) -> StepResult:
+    """The state index behind the write alias the function uses (with ``require_alias``, so a
+    write after teardown fails instead of auto-creating it)."""
     name = settings.alert_state_index
-    detail = "alert episode state, one document per athlete"
+    detail = f"alert episode state, one document per athlete: {concrete_index(name)}, alias {name}"
     if url is None:
         return StepResult("alert state index", "created", name, None, "after the domain is active")
     client = _admin_opensearch(settings, url)
     found = _opensearch(name, "read index", client.indices.get, missing_ok=True, index=name)
     if found is None:
         if apply:
-            _opensearch(name, "create index", client.indices.create, index=name,
-                        body=alert_state_body(settings.prefix))
+            _opensearch(name, "create index", client.indices.create,
+                        index=concrete_index(name),
+                        body={**alert_state_body(settings.prefix),
+                              "aliases": {name: {"is_write_index": True}}})
         return StepResult("alert state index", "created", name, None, detail)
     (index, concrete), *_ = found.items()
     owner = _owner(concrete.get("mappings"))
-    if owner != settings.prefix:
-        raise _not_ours("index", name, owner, settings.prefix)
+    if index == name or owner != settings.prefix:
+        raise _not_ours("index", name, owner if index != name else None, settings.prefix)
     return StepResult("alert state index", "unchanged", name, None, detail)
 
 
@@ -261,10 +265,10 @@ def _teardown_alert_state(settings: Settings, client: OpenSearch, *, apply: bool
     found = _opensearch(name, "read index", client.indices.get, missing_ok=True, index=name)
     if not found:
         return StepResult("alert state index", "absent", name)
-    owner = _owner(next(iter(found.values())).get("mappings"))
-    if owner != settings.prefix:
-        return StepResult("alert state index", "skipped", name, None,
+    (index, concrete), *_ = found.items()
+    if _owner(concrete.get("mappings")) != settings.prefix:
+        return StepResult("alert state index", "skipped", index, None,
                           f"not made by set-up for prefix {settings.prefix!r}; left alone")
     if apply:
-        _opensearch(name, "delete index", client.indices.delete, index=name)
-    return StepResult("alert state index", "deleted", name)
+        _opensearch(index, "delete index", client.indices.delete, index=index)
+    return StepResult("alert state index", "deleted", name, None, index)

@@ -214,7 +214,7 @@ def security_writer_role(index_names: Sequence[str], alert_state_index: str) -> 
                 "allowed_actions": ["write", "create_index"],
             },
             {
-                "index_patterns": [alert_state_index],
+                "index_patterns": [f"{alert_state_index}*"],  # the alias and its index
                 "allowed_actions": ["indices:data/read/get", "indices:data/read/mget*",
                                     "indices:data/write/index", "indices:data/write/bulk*"],
             },
