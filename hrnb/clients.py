@@ -14,7 +14,7 @@ import boto3
 from botocore.config import Config
 
 from hrnb.config import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY, Settings
-from hrnb.errors import ConfigError
+from hrnb.errors import ConfigError, StackError
 
 if TYPE_CHECKING:  # the boto3 type stubs: a dev dependency, never needed at run time
     from botocore.client import BaseClient
@@ -96,4 +96,12 @@ def sigv4_auth(session: boto3.Session, region: str, service: str = "es") -> Any:
 def trusted_ca(settings: Settings) -> str | None:
     """The CA bundle OpenSearch clients verify against: the local CA on the local target (its
     SigV4 front and secured node), the system's otherwise."""
-    return str(settings.local_ca_path) if settings.is_local else None
+    if not settings.is_local:
+        return None
+    if settings.local_security and not settings.local_ca_path.exists():
+        raise StackError(
+            f"OpenSearch does not answer: the local stack's CA {settings.local_ca_path} is "
+            "missing; start the stack with "
+            "'hrnb local up', or, with a state directory of your own, point "
+            "HRNB_STACK_STATE_DIR at the running stack's", resource=str(settings.local_ca_path))
+    return str(settings.local_ca_path)

@@ -181,6 +181,7 @@ def stack_results(settings: Settings, world: World,
     up = {**world.environments["bad-paths"], "HRNB_PREFIX": prefix,
           "HRNB_INDEX_NAME": f"{prefix}-hr", "HRNB_DLQ_INDEX_NAME": f"{prefix}-hr-dlq",
           "HRNB_STATE_DIR": str(world.tmp / prefix),
+          "HRNB_STACK_STATE_DIR": str(settings.local_stack_dir),
           "HRNB_AWS_ENDPOINT_URL": str(settings.resolved_aws_endpoint_url),
           "HRNB_OPENSEARCH_URL": str(settings.resolved_opensearch_url)}
     down = {**up, "HRNB_OPENSEARCH_URL": f"http://127.0.0.1:{free_port()}"}

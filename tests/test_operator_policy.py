@@ -12,13 +12,14 @@ import re
 import uuid
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from support import create_function
+from support import create_function, free_port
 from support.private_emulator import private_emulator
 
 from hrnb import cli, provision
@@ -60,13 +61,29 @@ def test_the_operator_policy_is_least_privilege() -> None:
 
 
 # --- enforced -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Enforcing:
+    """The enforcing emulator: its URL, the admin's IAM client, and on a secured stack the
+    URL of its own SigV4 front to the shared node (the shared front knows only the shared
+    emulator's identities, as a domain knows only its own account's)."""
+
+    url: str
+    admin: Any
+    front_url: str | None
+
+
 @pytest.fixture(scope="module")
-def enforcing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
+def enforcing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Enforcing]:
     """A private emulator enforcing IAM after three free calls, which make an admin; and the
     admin's IAM client, which makes the operators."""
     cache = tmp_path_factory.mktemp("enforcing-cache")
     env = {"INITIAL_NO_AUTH_ACTION_COUNT": "3", "HRNB_STRICT_IAM_PROPAGATION_S": "1"}
-    with private_emulator(cache, env) as url:
+    stack, port = Settings.from_env(), free_port()
+    front = (("--front-port", str(port), "--node-url",
+              f"https://127.0.0.1:{stack.resolved_opensearch_node_port}",
+              "--tls-dir", str(stack.local_ca_path.parent), "--region", stack.region)
+             if stack.local_security else ())
+    with private_emulator(cache, env, front) as url:
         bootstrap = boto3.client("iam", endpoint_url=url, region_name="ap-south-1",
                                  aws_access_key_id=LOCAL_ACCESS_KEY_ID,
                                  aws_secret_access_key=LOCAL_SECRET_ACCESS_KEY)
@@ -78,7 +95,7 @@ def enforcing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, A
         admin = boto3.client("iam", endpoint_url=url, region_name="ap-south-1",
                              aws_access_key_id=key["AccessKeyId"],
                              aws_secret_access_key=key["SecretAccessKey"])
-        yield url, admin
+        yield Enforcing(url, admin, f"https://127.0.0.1:{port}" if front else None)
 
 
 @pytest.fixture
@@ -103,10 +120,14 @@ def build_dir(tmp_path: Path) -> Path:
 class Operator:
     """An IAM user holding exactly one policy, running hrnb commands in this process."""
 
-    def __init__(self, enforcing: tuple[str, Any], without: str | None, tmp_path: Path,
+    def __init__(self, enforcing: Enforcing, without: str | None, tmp_path: Path,
                  monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
         """The operator policy of a fresh prefix, ``without`` one of its statements."""
-        url, admin = enforcing
+        url, admin = enforcing.url, enforcing.admin
+        if enforcing.front_url:  # the shared node through the enforcing emulator's front
+            stack = Settings.from_env()
+            monkeypatch.setenv("HRNB_OPENSEARCH_URL", enforcing.front_url)
+            monkeypatch.setenv("HRNB_STACK_STATE_DIR", str(stack.local_stack_dir))
         self.prefix = f"op-{uuid.uuid4().hex[:6]}"
         policy = provision.Arns.of(Settings(prefix=self.prefix), ACCOUNT).operator_policy()
         policy["Statement"] = [s for s in policy["Statement"] if s["Sid"] != without]
@@ -157,7 +178,7 @@ def own_indices(opensearch: Any) -> Iterator[list[str]]:
 
 @pytest.mark.stack
 def test_an_operator_with_exactly_the_policy_runs_everything(
-        settings: Settings, enforcing: tuple[str, Any], build_dir: Path, tmp_path: Path,
+        settings: Settings, enforcing: Enforcing, build_dir: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
         own_indices: list[str]) -> None:
     operator = Operator(enforcing, None, tmp_path, monkeypatch, capsys)
@@ -172,7 +193,7 @@ def test_an_operator_with_exactly_the_policy_runs_everything(
 @pytest.mark.parametrize("sid", [sid for sid, _actions in policies.OPERATOR_STATEMENTS
                                  if sid not in _STREAM_ONLY])
 def test_without_any_one_statement_a_command_fails_naming_its_action(
-        sid: str, settings: Settings, enforcing: tuple[str, Any], build_dir: Path,
+        sid: str, settings: Settings, enforcing: Enforcing, build_dir: Path,
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
         own_indices: list[str]) -> None:
     operator = Operator(enforcing, sid, tmp_path, monkeypatch, capsys)
@@ -190,10 +211,10 @@ def test_without_any_one_statement_a_command_fails_naming_its_action(
 
 @pytest.mark.stack
 def test_get_function_carries_tags_only_for_callers_who_may_list_them(
-        enforcing: tuple[str, Any]) -> None:
+        enforcing: Enforcing) -> None:
     """The strict emulator with IAM enforcement on: GetFunction's ``Tags`` follow
     ``lambda:ListTags``, as on AWS."""
-    url, admin = enforcing
+    url, admin = enforcing.url, enforcing.admin
     name = f"tagged-{uuid.uuid4().hex[:6]}"
     keys = admin.create_access_key(UserName="admin")["AccessKey"]
     session = boto3.Session(aws_access_key_id=keys["AccessKeyId"],
@@ -220,7 +241,7 @@ def test_get_function_carries_tags_only_for_callers_who_may_list_them(
 @pytest.mark.stack
 @pytest.mark.parametrize("without", [None, "ReadAndWriteHeartRateStream"])
 def test_the_stream_statement_is_what_lets_samples_in(
-        without: str | None, enforcing: tuple[str, Any], tmp_path: Path,
+        without: str | None, enforcing: Enforcing, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """The producer's PutRecords as the operator (who may create its prefix's stream): allowed
     with the policy, refused naming kinesis:PutRecords without its statement."""

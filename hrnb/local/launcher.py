@@ -371,7 +371,7 @@ def _start_aws(settings: Settings, paths: _Paths) -> None:
                "-p", str(settings.aws_port)]
     if settings.local_security:
         command += ["--front-port", str(settings.opensearch_port),
-                    "--node-url", f"https://127.0.0.1:{settings.resolved_opensearch_node_port}",
+                    "--node-url", _node_url(settings),
                     "--tls-dir", str(paths.tls), "--region", settings.region]
     _spawn(paths, AWS, command, env)
 
@@ -707,11 +707,21 @@ def _aws_status(settings: Settings, paths: _Paths) -> ServiceStatus:
     )
 
 
+def _node_url(settings: Settings) -> str:
+    """The node itself: behind the SigV4 front when secured, else the endpoint."""
+    if settings.local_security:
+        return f"https://127.0.0.1:{settings.resolved_opensearch_node_port}"
+    return str(settings.resolved_opensearch_url)
+
+
 def _opensearch_status(settings: Settings, paths: _Paths) -> ServiceStatus:
+    """The node's health, asked of the node: the front lives in the emulator's process, so an
+    emulator restart must not make a running node look stopped."""
     url = settings.resolved_opensearch_url
     pid = _read_pid(paths, OPENSEARCH)
-    health = _http_json(f"{url}/_cluster/health", settings=settings)
-    root = _http_json(f"{url}/", settings=settings) if health else None
+    node = _node_url(settings)
+    health = _http_json(f"{node}/_cluster/health", settings=settings)
+    root = _http_json(f"{node}/", settings=settings) if health else None
     healthy = isinstance(health, dict) and health.get("status") in ("green", "yellow")
     version = None
     if isinstance(root, dict):

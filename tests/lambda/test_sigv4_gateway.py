@@ -45,11 +45,6 @@ def index(opensearch: Any, unique_name: Callable[[str], str]) -> Iterator[str]:
     opensearch.indices.delete(index=name, ignore_unavailable=True)
 
 
-def trusted(gateway: SigV4Gateway) -> str | bool:
-    """What to verify the gateway's certificate with: the local CA when it speaks TLS."""
-    return str(Settings.from_env().local_ca_path) if gateway.server_tls else True
-
-
 def signed(url: str, *, key: str = ACCESS_KEY, secret: str = SECRET_KEY,
            token: str | None = SESSION_TOKEN, region: str = "ap-south-1",
            signed_at: datetime | None = None) -> requests.PreparedRequest:
@@ -113,7 +108,7 @@ def test_a_bad_signature_gets_403_and_reaches_nothing(
     make_request, reason = REFUSED[case]
 
     answer = requests.Session().send(make_request(f"{gateway.url}/{index}/_doc/1"), timeout=10,
-                                     verify=trusted(gateway))
+                                     verify=gateway.verify)
 
     assert answer.status_code == 403
     assert reason in answer.json()["message"]
@@ -126,13 +121,13 @@ def test_requests_signed_like_the_handler_or_boto_pass(
     gateway: SigV4Gateway, opensearch: Any, index: str
 ) -> None:
     by_aws4auth = requests.Session().send(signed(f"{gateway.url}/{index}/_doc/1"), timeout=10,
-                                          verify=trusted(gateway))
+                                          verify=gateway.verify)
     boto_request = AWSRequest(method="PUT", url=f"{gateway.url}/{index}/_doc/2", data=BODY,
                               headers={"Content-Type": "application/json"})
     SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY, SESSION_TOKEN), "es",
               "ap-south-1").add_auth(boto_request)
     by_boto = requests.put(boto_request.url, data=BODY, headers=dict(boto_request.headers),
-                           timeout=10, verify=trusted(gateway))
+                           timeout=10, verify=gateway.verify)
 
     assert (by_aws4auth.status_code, by_boto.status_code) == (201, 201)
     assert gateway.rejections() == []

@@ -225,6 +225,12 @@ class FaultProxy:
     def url(self) -> str:
         return f"{'https' if self.server_tls else 'http'}://127.0.0.1:{self._port}"
 
+    @property
+    def verify(self) -> str | bool:
+        """What a client verifies this proxy's certificate with (requests' ``verify``): the
+        local CA when it speaks TLS."""
+        return str(Settings.from_env().local_ca_path) if self.server_tls else True
+
     # --- faults -----------------------------------------------------------------------------
     def set_fault(self, fault: Fault | None) -> None:
         """Switch to ``fault`` (None: forward faithfully) for requests from now on."""
