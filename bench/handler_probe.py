@@ -14,11 +14,10 @@ batch, the best of the rounds for each batch, summed and divided by the number o
 - ``invocation``: ``lambda_handler`` on every event, the whole path (Powertools' decorator and
   logs, decoding, validation, the body, SigV4 signing, parsing and sorting the answer), with the
   transport's exchange on the connection replaced by the node's answer (no network);
-  ``invocation_rewrite`` the same with the answer to a rewrite (no alerts logged);
+  ``invocation_rewrite`` the same with the answer to a rewrite;
 - its steps alone: ``decode_validate`` (``to_delivery``), ``body`` (the ``_bulk`` bytes),
-  ``sign`` (``hrnb.wire.sigv4`` on the body), ``alert_log`` (one alert line per record, as the
-  handler writes it), ``powertools_log`` (the same line through Powertools' Logger), ``fixed``
-  (``lambda_handler`` on an empty batch: the per-invocation cost, shared by the batch's records);
+  ``sign`` (``hrnb.wire.sigv4`` on the body), ``fixed`` (``lambda_handler`` on an empty batch:
+  the per-invocation cost, shared by the batch's records);
 - the decoding alternatives: Powertools' Kinesis data classes against reading the event dict;
   the payload checked by ``canonical_record`` (one expression, the fast path) against
   ``decode_record`` (``json.loads`` and the field-by-field checks, the path for the rest);
@@ -31,7 +30,6 @@ Writes one JSON object to ``output``. Stdlib and the zips only.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import os
 import sys
@@ -93,23 +91,6 @@ def measure(handler: Any, indexer: Any, canned: Any, batch: dict[str, Any], roun
             transport.signer.sign("POST", transport.host, indexer.bulk_path, indexer.bulk_query,
                                   {"Content-Type": "application/json"}, data)
 
-    # Every record as an alert, whatever its heart rate: the cost of one alert line.
-    alerting = [[dataclasses.replace(delivery, alert=True) for delivery in batch_deliveries
-                 if not delivery.dead_letter] for batch_deliveries in deliveries]
-
-    def alert_log(number: int) -> None:
-        outcome = handler.Outcome()
-        for delivery in alerting[number]:
-            indexer._count_success(delivery, "created", outcome)
-
-    def powertools_log(number: int) -> None:
-        for delivery in alerting[number]:
-            document = delivery.document
-            handler.logger.warning("heart rate alert", extra={"alert": {
-                "athlete_id": document["athlete_id"], "session_id": document["session_id"],
-                "seq": document["seq"], "timestamp": document["timestamp"],
-                "heart_rate_bpm": document["heart_rate"], "threshold_bpm": 150}})
-
     def fixed(number: int) -> None:
         handler.lambda_handler({"Records": []}, context())
 
@@ -143,9 +124,8 @@ def measure(handler: Any, indexer: Any, canned: Any, batch: dict[str, Any], roun
             handler._encode_json(delivery.document)
 
     steps = {"invocation": invocation, "invocation_rewrite": invocation_rewrite,
-             "decode_validate": decode_validate, "body": body,
-             "sign": sign, "alert_log": alert_log, "powertools_log": powertools_log,
-             "fixed": fixed, "powertools_decode": powertools_decode, "dict_decode": dict_decode,
+             "decode_validate": decode_validate, "body": body, "sign": sign, "fixed": fixed,
+             "powertools_decode": powertools_decode, "dict_decode": dict_decode,
              "canonical": canonical, "json_validate": json_validate,
              "json_decode": json_decode, "json_encode": json_encode}
     count = sum(len(event["Records"]) for event in events)

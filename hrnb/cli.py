@@ -255,6 +255,33 @@ def _policy(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# --- alerts --------------------------------------------------------------------------------------
+def _alerts(args: argparse.Namespace, settings: Settings) -> int:
+    from hrnb import alerts
+
+    listed = alerts.delivered(settings)
+    if not listed:
+        print("no alert episode notified yet")
+        return 0
+    print(f"{'athlete':<16} {'start (UTC)':<24} {'peak':>5} {'threshold':>9}  episode id")
+    for notification in listed:
+        print(f"{notification.athlete_id:<16} {notification.start:<24} "
+              f"{notification.peak_bpm:>5} {notification.threshold_bpm:>9}  "
+              f"{notification.episode_id}")
+    return 0
+
+
+def _alerts_subscribe(args: argparse.Namespace, settings: Settings) -> int:
+    from hrnb.provision.alerts import subscribe
+
+    protocol, endpoint = next((name, value) for name in ("email", "sms", "https")
+                              if (value := getattr(args, name)) is not None)
+    arn = subscribe(settings, protocol, endpoint)
+    pending = "" if arn.startswith("arn:") else " (pending: the recipient must confirm)"
+    print(f"subscribed {protocol} {endpoint} to {settings.alert_topic_name}{pending}")
+    return 0
+
+
 # --- demo ----------------------------------------------------------------------------------------
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
@@ -390,6 +417,16 @@ def build_parser() -> argparse.ArgumentParser:
     policy = commands.add_parser("policy", help="print the operator's least-privilege IAM policy")
     policy.add_argument("--account", help="AWS account id (default: the caller's)")
     policy.set_defaults(handler=_policy)
+    notified = commands.add_parser(
+        "alerts", help="alert episodes notified so far (once each), or subscribe people")
+    notified.set_defaults(handler=_alerts)
+    alerts_commands = notified.add_subparsers(dest="alerts_command", metavar="SUBCOMMAND")
+    join = alerts_commands.add_parser("subscribe", help="send alerts by email, SMS or HTTPS")
+    how = join.add_mutually_exclusive_group(required=True)
+    how.add_argument("--email", help="an email address (it must confirm the subscription)")
+    how.add_argument("--sms", help="a phone number in E.164 form, e.g. +14155550123")
+    how.add_argument("--https", help="an https:// URL (it must confirm the subscription)")
+    join.set_defaults(handler=_alerts_subscribe)
     demo = commands.add_parser("demo", help="the main job on the local stack (make demo)")
     demo.add_argument("--duration", type=float, default=60.0, help="live session seconds (60)")
     demo.add_argument("--athletes", type=int, default=1, help="simulated athletes (1)")

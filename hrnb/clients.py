@@ -23,11 +23,12 @@ if TYPE_CHECKING:  # the boto3 type stubs: a dev dependency, never needed at run
     from mypy_boto3_lambda import LambdaClient
     from mypy_boto3_logs import CloudWatchLogsClient
     from mypy_boto3_opensearch import OpenSearchServiceClient
+    from mypy_boto3_sns import SNSClient
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sts import STSClient
 
 #: The AWS services hrnb talks to (each has its typed client below).
-AwsService = Literal["kinesis", "iam", "logs", "lambda", "opensearch", "sts", "sqs"]
+AwsService = Literal["kinesis", "iam", "logs", "lambda", "opensearch", "sts", "sqs", "sns"]
 
 
 def boto_session(settings: Settings) -> boto3.Session:
@@ -66,6 +67,9 @@ def aws_client(settings: Settings, service: Literal["sts"], *,
 @overload
 def aws_client(settings: Settings, service: Literal["sqs"], *,
                session: boto3.Session | None = None, **config: Any) -> SQSClient: ...
+@overload
+def aws_client(settings: Settings, service: Literal["sns"], *,
+               session: boto3.Session | None = None, **config: Any) -> SNSClient: ...
 def aws_client(settings: Settings, service: AwsService, *, session: boto3.Session | None = None,
                **config: Any) -> BaseClient:
     """A boto3 client for ``service``; ``config`` goes to botocore's Config (timeouts, retries)."""

@@ -18,6 +18,15 @@ from urllib.parse import urlparse
 
 from hrnb.errors import ConfigError
 from hrnb.wire.alert import DEFAULT_ALERT_THRESHOLD_BPM, check_alert_threshold
+from hrnb.wire.episodes import (
+    DEFAULT_REARM_MARGIN_BPM,
+    DEFAULT_REARM_S,
+    DEFAULT_SUSTAIN_S,
+    AlertRules,
+    check_margin,
+    check_seconds,
+    parse_thresholds,
+)
 
 Target = Literal["local", "aws"]
 
@@ -62,6 +71,13 @@ class Settings:
     index_name: str = ""
     dlq_index_name: str = ""
     hr_alert_threshold_bpm: int = DEFAULT_ALERT_THRESHOLD_BPM
+    # Alert episodes (hrnb.wire.episodes): per-athlete thresholds ("a1=160,a2=175") over the
+    # default above; an episode opens after alert_sustain_s above, ends after alert_rearm_s
+    # below threshold - alert_rearm_margin_bpm.
+    alert_thresholds: str = ""
+    alert_sustain_s: float = DEFAULT_SUSTAIN_S
+    alert_rearm_s: float = DEFAULT_REARM_S
+    alert_rearm_margin_bpm: int = DEFAULT_REARM_MARGIN_BPM
     stream_shards: int = 0  # 0 = on-demand capacity
     # IAM principals (comma-separated ARNs) fine-grained access control lets read the indices;
     # empty: whoever runs set-up. The account root and IAM users are mapped as users, roles as
@@ -116,6 +132,10 @@ class Settings:
                     setting=name,
                 )
         check_alert_threshold(self.hr_alert_threshold_bpm, setting="hr_alert_threshold_bpm")
+        parse_thresholds(self.alert_thresholds, setting="alert_thresholds")
+        for name in ("alert_sustain_s", "alert_rearm_s"):
+            check_seconds(getattr(self, name), setting=name)
+        check_margin(self.alert_rearm_margin_bpm, setting="alert_rearm_margin_bpm")
         for arn in self.reader_principal_arns:
             if not _READER_ARN_RE.fullmatch(arn):
                 raise ConfigError(
@@ -196,6 +216,29 @@ class Settings:
     def failure_queue_name(self) -> str:
         """The SQS queue the trigger sends the coordinates of given-up batches to."""
         return f"{self.prefix}-indexer-failed"
+
+    @property
+    def alert_rules(self) -> AlertRules:
+        """The episode rules the function applies (validated when the settings were made)."""
+        return AlertRules(
+            threshold_bpm=self.hr_alert_threshold_bpm,
+            thresholds=parse_thresholds(self.alert_thresholds, setting="alert_thresholds"),
+            sustain_s=self.alert_sustain_s, rearm_s=self.alert_rearm_s,
+            rearm_margin_bpm=self.alert_rearm_margin_bpm)
+
+    @property
+    def alert_state_index(self) -> str:
+        """The OpenSearch index keeping each athlete's episode state (one document each)."""
+        return f"{self.prefix}-hr-alert-state"
+
+    @property
+    def alert_topic_name(self) -> str:
+        return f"{self.prefix}-hr-alerts"
+
+    @property
+    def alert_log_queue_name(self) -> str:
+        """The SQS queue subscribed to the topic: the record ``hrnb alerts`` reads."""
+        return f"{self.prefix}-hr-alerts-log"
 
     @property
     def log_group_name(self) -> str:
@@ -282,6 +325,11 @@ def _coerce(name: str, type_name: Any, raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{var}={raw!r} is not a whole number", setting=name) from None
+    if type_text == "float":
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{var}={raw!r} is not a number", setting=name) from None
     if type_text == "bool":
         lowered = raw.strip().lower()
         if lowered in ("1", "on", "true", "yes"):

@@ -26,7 +26,12 @@ Per batch:
 - the batch becomes one ``_bulk`` body built here as bytes (split only past 1,000 actions or
   5 MiB), posted with one signed request; the per-item answers are matched back by position;
 - items OpenSearch could not take for now (429, 5xx, timeouts, an outage) are returned as
-  ``batchItemFailures`` so Lambda retries from the first of them and nothing is lost.
+  ``batchItemFailures`` so Lambda retries from the first of them and nothing is lost;
+- with ``ALERT_TOPIC_ARN`` set (set-up sets it, with ``ALERT_STATE_INDEX``, ``SNS_ENDPOINT`` and
+  the ``HR_ALERT_*`` episode rules), each athlete's alert episodes (``hrnb.wire.episodes``) are
+  advanced over the indexed samples, kept in the state index with optimistic concurrency, and
+  each new episode is published once to the SNS topic (at least once across a crash; the
+  ``episode_id`` attribute dedupes). If the state or SNS fails, the whole batch is handed back.
 
 Lean on purpose (``bench/bench_handler.py`` measures each choice; docs/benchmarks/handler.md):
 Powertools only for its Logger; no Kinesis data classes and no opensearch-py, whose per-item work
@@ -52,7 +57,6 @@ import os
 import re
 import select
 import ssl
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -65,6 +69,7 @@ from aws_lambda_powertools import Logger
 
 from hrnb.errors import ConfigError, RecordError
 from hrnb.wire.alert import DEFAULT_ALERT_THRESHOLD_BPM, check_alert_threshold
+from hrnb.wire.episodes import AlertRules, Episode, EpisodeState, advance
 from hrnb.wire.records import (
     canonical_record,
     decode_record,
@@ -180,6 +185,7 @@ class Outcome:
     dead_lettered: int = 0
     alerts: int = 0
     failed: list[str] = field(default_factory=list)
+    indexed_documents: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     failure_statuses: Counter[str] = field(default_factory=Counter)
 
 
@@ -309,10 +315,11 @@ class Transport:
                                         context=ssl.create_default_context())
             if parts.scheme == "https" else http.client.HTTPConnection(parts.hostname, parts.port))
 
-    def post(self, path: str, query: str, body: bytes, timeout_s: float) -> tuple[int, bytes]:
+    def post(self, path: str, query: str, body: bytes, timeout_s: float,
+             content_type: str = "application/json") -> tuple[int, bytes]:
         """(status, body) of a signed POST; OSError or HTTPException when no answer came."""
         headers = self.signer.sign("POST", self.host, path, query,
-                                   {"Content-Type": "application/json"}, body)
+                                   {"Content-Type": content_type}, body)
         return self._exchange(f"{path}?{query}", body, headers, timeout_s)
 
     def _exchange(self, target: str, body: bytes, headers: dict[str, str],
@@ -465,26 +472,7 @@ class Indexer:
             )
             return
         outcome.indexed += 1
-        # Only the first write of a document alerts, so a redelivered batch does not alert twice.
-        if delivery.alert and result == "created":
-            outcome.alerts += 1
-            document = delivery.document
-            # One JSON line per alert, written here rather than by Powertools' Logger, whose
-            # line cost 56.5 µs against 4 (docs/benchmarks/handler.md); Lambda logs stdout.
-            sys.stdout.write(_encode_json({
-                "level": "WARNING",
-                "message": "heart rate alert",
-                "timestamp": document["ingested_at"],
-                "service": logger.service,
-                "alert": {
-                    "athlete_id": document["athlete_id"],
-                    "session_id": document["session_id"],
-                    "seq": document["seq"],
-                    "timestamp": document["timestamp"],
-                    "heart_rate_bpm": document["heart_rate"],
-                    "threshold_bpm": self.config.alert_threshold_bpm,
-                },
-            }) + "\n")
+        outcome.indexed_documents.append((delivery.sequence_number, delivery.document))
 
     @staticmethod
     def _count_failure(delivery: Delivery, status: str, outcome: Outcome) -> None:
@@ -505,6 +493,190 @@ def _describe_error(item: Mapping[str, Any]) -> str:
     return str(error)
 
 
+# --- alert episodes: state in OpenSearch, notifications through SNS ----------------------------
+class AlertError(Exception):
+    """The episode state or SNS could not be reached or refused: the batch is handed back."""
+
+
+_MESSAGE_ID = re.compile(rb"<MessageId>([^<]+)</MessageId>")
+#: Optimistic-concurrency conflicts retried (reloading the state) before the batch is handed back.
+_STATE_CONFLICT_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    """Where episodes are kept and announced; alerts are off without ``ALERT_TOPIC_ARN``."""
+
+    state_index: str
+    topic_arn: str
+    sns_endpoint: str
+    rules: AlertRules
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> AlertConfig | None:
+        topic_arn = environ.get("ALERT_TOPIC_ARN", "").strip()
+        if not topic_arn:
+            return None
+        state_index = environ.get("ALERT_STATE_INDEX", "").strip()
+        sns_endpoint = environ.get("SNS_ENDPOINT", "").strip().rstrip("/")
+        for name, value in (("ALERT_STATE_INDEX", state_index), ("SNS_ENDPOINT", sns_endpoint)):
+            if not value:
+                raise ConfigError(f"{name} is not set: alerts need it with ALERT_TOPIC_ARN",
+                                  setting=name)
+        if urlsplit(sns_endpoint).scheme not in ("http", "https"):
+            raise ConfigError(f"SNS_ENDPOINT {sns_endpoint!r} is not an http(s) URL",
+                              setting="SNS_ENDPOINT")
+        return cls(state_index=state_index, topic_arn=topic_arn, sns_endpoint=sns_endpoint,
+                   rules=AlertRules.from_env(environ))
+
+
+class Alerter:
+    """Advances each athlete's episode state over the batch's indexed samples, publishes each
+    newly opened episode, then stores the state with optimistic concurrency.
+
+    At-least-once: the notification goes out before the state that records it, so a worker
+    killed in between sends the same episode again on the retry, never misses it; consumers
+    dedupe by the ``episode_id`` message attribute. A redelivered batch changes no state (the
+    state keeps the last sample's timestamp), so it publishes nothing."""
+
+    def __init__(self, config: AlertConfig, state: Transport, sns: Transport) -> None:
+        self.config = config
+        self.state = state  # the indexer's connection to the domain
+        self.sns = sns
+        self.mget_path = f"/{config.state_index}/_mget"
+        self.bulk_path = f"/{config.state_index}/_bulk"
+        # Into set-up's alias only: once torn down, a write fails instead of creating the index.
+        self.bulk_query = canonical_query({"require_alias": "true",
+                                           "filter_path": "items.*.status"})
+
+    def process(self, documents: Sequence[Mapping[str, Any]], timeout_s: float) -> list[Episode]:
+        """Episodes notified for these documents (in stream order); AlertError on failure."""
+        samples: dict[str, list[tuple[str, int | None]]] = {}
+        for document in documents:
+            samples.setdefault(document["athlete_id"], []).append(
+                (document["timestamp"], document["heart_rate"]))
+        published: dict[str, Episode] = {}
+        pending = set(samples)
+        for _ in range(_STATE_CONFLICT_RETRIES + 1):
+            states = self._load(sorted(pending), timeout_s)
+            writes: dict[str, tuple[EpisodeState, tuple[int, int] | None]] = {}
+            for athlete in sorted(pending):
+                stored, version = states[athlete]
+                state, opened = advance(stored, athlete, samples[athlete],
+                                        self.config.rules.for_athlete(athlete))
+                for episode in opened:
+                    if episode.id not in published:
+                        self._publish(episode, timeout_s)
+                        published[episode.id] = episode
+                if state != stored:
+                    writes[athlete] = (state, version)
+            pending = self._store(writes, timeout_s)
+            if not pending:
+                return list(published.values())
+        raise AlertError(f"episode state of {', '.join(sorted(pending))} kept changing")
+
+    @staticmethod
+    def _post(transport: Transport, what: str, path: str, query: str, body: bytes,
+              timeout_s: float, content_type: str = "application/json") -> bytes:
+        try:
+            status, content = transport.post(path, query, body, timeout_s, content_type)
+        except (OSError, http.client.HTTPException) as exc:
+            raise AlertError(f"{what}: {exc or type(exc).__name__}") from exc
+        if not 200 <= status < 300:
+            raise AlertError(f"{what}: {status} {content[:300].decode('utf-8', 'replace')}")
+        return content
+
+    def _load(self, athletes: Sequence[str], timeout_s: float
+              ) -> dict[str, tuple[EpisodeState | None, tuple[int, int] | None]]:
+        """Each athlete's stored state and its (seq_no, primary_term); None when new."""
+        body = _encode_json({"ids": list(athletes)}).encode()
+        docs = json.loads(self._post(self.state, "reading episode state", self.mget_path, "",
+                                     body, timeout_s))["docs"]
+        found: dict[str, tuple[EpisodeState | None, tuple[int, int] | None]] = {}
+        for doc in docs:
+            if "error" in doc:
+                raise AlertError(f"reading episode state: {doc['error']}")
+            found[doc["_id"]] = ((doc["_source"]["state"], (doc["_seq_no"], doc["_primary_term"]))
+                                 if doc.get("found") else (None, None))
+        return found
+
+    def _store(self, writes: Mapping[str, tuple[EpisodeState, tuple[int, int] | None]],
+               timeout_s: float) -> set[str]:
+        """Write the states, each only if unchanged since read; the athletes that conflicted."""
+        if not writes:
+            return set()
+        lines = []
+        for athlete, (state, version) in writes.items():
+            if version is None:
+                action: dict[str, Any] = {"create": {"_id": athlete}}
+            else:
+                action = {"index": {"_id": athlete, "if_seq_no": version[0],
+                                    "if_primary_term": version[1]}}
+            lines.append(f"{_encode_json(action)}\n{_encode_json({'state': state})}\n")
+        content = self._post(self.state, "writing episode state", self.bulk_path,
+                             self.bulk_query, "".join(lines).encode(), timeout_s)
+        conflicts = set()
+        for athlete, item in zip(writes, json.loads(content)["items"], strict=True):
+            status = next(iter(item.values()))["status"]
+            if status == 409:
+                conflicts.add(athlete)
+            elif not 200 <= status < 300:
+                raise AlertError(f"writing episode state of {athlete}: {status}")
+        return conflicts
+
+    def _publish(self, episode: Episode, timeout_s: float) -> None:
+        """One signed SNS Query API Publish; the episode's fields ride as message attributes."""
+        form = {"Action": "Publish", "Version": "2010-03-31",
+                "TopicArn": self.config.topic_arn, "Message": episode.message()}
+        attributes = {"episode_id": episode.id, "athlete_id": episode.athlete_id,
+                      "start": episode.start, "peak_bpm": str(episode.peak_bpm),
+                      "threshold_bpm": str(episode.threshold_bpm)}
+        for number, (name, value) in enumerate(attributes.items(), start=1):
+            entry = f"MessageAttributes.entry.{number}"
+            form |= {f"{entry}.Name": name, f"{entry}.Value.DataType": "String",
+                     f"{entry}.Value.StringValue": value}
+        content = self._post(self.sns, "publishing to SNS", "/", "",
+                             canonical_query(form).encode(), timeout_s,
+                             "application/x-www-form-urlencoded; charset=utf-8")
+        found = _MESSAGE_ID.search(content)  # the one field read from the XML answer
+        message_id = found.group(1).decode() if found else None
+        logger.warning("heart rate alert episode", extra={"episode": {
+            "episode_id": episode.id, "athlete_id": episode.athlete_id, "start": episode.start,
+            "peak_bpm": episode.peak_bpm, "threshold_bpm": episode.threshold_bpm,
+            "message_id": message_id}})
+
+
+@functools.cache
+def alerter() -> Alerter | None:
+    """The container's alerter (None when alerts are off): the state on the indexer's
+    connection, SNS on its own, both signed with the indexer's credentials."""
+    config = AlertConfig.from_env(os.environ)
+    if config is None:
+        return None
+    bulk = indexer()
+    signer = SigV4Signer(bulk.transport.signer.credentials, bulk.config.region, "sns")
+    return Alerter(config, bulk.transport, Transport(config.sns_endpoint, signer))
+
+
+def notify_episodes(records: Sequence[Mapping[str, Any]], outcome: Outcome,
+                    request_timeout_s: float) -> None:
+    """Run the alerter over the samples indexed before the first record handed back (Lambda
+    redelivers from there, so later samples come again in order); if it fails, hand back the
+    whole batch (indexing is idempotent)."""
+    alerts = alerter()
+    if alerts is None or not records:
+        return
+    first_failed = min((int(seq) for seq in outcome.failed), default=None)
+    documents = [document for seq, document in outcome.indexed_documents
+                 if first_failed is None or int(seq) < first_failed]
+    try:
+        outcome.alerts = len(alerts.process(documents, request_timeout_s))
+    except AlertError as exc:
+        logger.error("alert episodes not processed; batch handed back", extra={"reason": str(exc)})
+        outcome.failed = [record["kinesis"]["sequenceNumber"] for record in records]
+        outcome.failure_statuses["alerts"] += 1
+
+
 @functools.cache
 def indexer() -> Indexer:
     """The container's indexer: built at the first invocation, reused by every later one."""
@@ -519,6 +691,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
     remaining_s = context.get_remaining_time_in_millis() / 1000
     request_timeout_s = max(1.0, min(_MAX_REQUEST_TIMEOUT_S, remaining_s - _TIMEOUT_MARGIN_S))
     outcome = indexer().process(records, now=now, request_timeout_s=request_timeout_s)
+    notify_episodes(records, outcome, request_timeout_s)
     oldest = min((float(r["kinesis"]["approximateArrivalTimestamp"]) for r in records),
                  default=None)
     logger.info(

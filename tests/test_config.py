@@ -82,6 +82,11 @@ def test_a_copy_with_its_own_state_dir_still_talks_to_the_running_stack() -> Non
         ({"HRNB_INDEX_NAME": "Heart Rate"}, "index_name"),
         ({"HRNB_OPENSEARCH_SECURITY": "maybe"}, "opensearch_security"),
         ({"HRNB_READER_PRINCIPALS": "arn:aws:iam::123456789012:root,alice"}, "reader_principals"),
+        ({"HRNB_ALERT_THRESHOLDS": "athlete-a=160,athlete-b"}, "alert_thresholds"),
+        ({"HRNB_ALERT_THRESHOLDS": "athlete-a=999"}, "alert_thresholds"),
+        ({"HRNB_ALERT_SUSTAIN_S": "soon"}, "alert_sustain_s"),
+        ({"HRNB_ALERT_REARM_S": "-3"}, "alert_rearm_s"),
+        ({"HRNB_ALERT_REARM_MARGIN_BPM": "90"}, "alert_rearm_margin_bpm"),
     ],
 )
 def test_bad_values_name_the_setting(environ: dict[str, str], setting: str) -> None:
@@ -89,6 +94,17 @@ def test_bad_values_name_the_setting(environ: dict[str, str], setting: str) -> N
         Settings.from_env(environ)
     assert caught.value.setting == setting
     assert setting.split("_")[0] in str(caught.value).lower()
+
+
+def test_alert_settings_become_the_functions_episode_rules() -> None:
+    settings = Settings.from_env({"HRNB_ALERT_THRESHOLDS": "athlete-a=160, athlete-b=175",
+                                  "HRNB_ALERT_SUSTAIN_S": "3",
+                                  "HRNB_HR_ALERT_THRESHOLD_BPM": "155"})
+    rules = settings.alert_rules
+    assert rules.for_athlete("athlete-b").threshold_bpm == 175
+    assert rules.for_athlete("someone").threshold_bpm == 155
+    assert rules.for_athlete("athlete-a").sustain_s == 3.0
+    assert type(rules).from_env(rules.environment()) == rules  # what the function reads back
 
 
 def test_local_target_refuses_remote_endpoints() -> None:

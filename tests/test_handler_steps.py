@@ -70,6 +70,35 @@ def test_bad_configuration_names_the_variable(handler: ModuleType, environment: 
     assert caught.value.setting == named
 
 
+ALERTS = {"ALERT_TOPIC_ARN": "arn:aws:sns:ap-south-1:123456789012:hrnb-hr-alerts",
+          "ALERT_STATE_INDEX": "hrnb-hr-alert-state",
+          "SNS_ENDPOINT": "https://sns.ap-south-1.amazonaws.com"}
+
+
+def test_alerts_are_off_without_a_topic_and_read_their_rules(handler: ModuleType) -> None:
+    assert handler.AlertConfig.from_env({}) is None
+    config = handler.AlertConfig.from_env({**ALERTS, "HR_ALERT_THRESHOLDS": "a1=170",
+                                           "HR_ALERT_SUSTAIN_S": "8"})
+    assert config.rules.for_athlete("a1").threshold_bpm == 170
+    assert config.rules.for_athlete("a2").threshold_bpm == DEFAULT_ALERT_THRESHOLD_BPM
+    assert config.rules.sustain_s == 8.0
+
+
+@pytest.mark.parametrize(("environment", "named"), [
+    ({"ALERT_STATE_INDEX": ""}, "ALERT_STATE_INDEX"),
+    ({"SNS_ENDPOINT": ""}, "SNS_ENDPOINT"),
+    ({"SNS_ENDPOINT": "sns.ap-south-1.amazonaws.com"}, "SNS_ENDPOINT"),
+    ({"HR_ALERT_THRESHOLDS": "a1=fast"}, "HR_ALERT_THRESHOLDS"),
+    ({"HR_ALERT_REARM_S": "-1"}, "HR_ALERT_REARM_S"),
+])
+def test_bad_alert_configuration_names_the_variable(handler: ModuleType,
+                                                    environment: dict[str, str],
+                                                    named: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        handler.AlertConfig.from_env({**ALERTS, **environment})
+    assert caught.value.setting == named
+
+
 def test_good_records_become_documents_keyed_by_athlete_session_seq(handler: ModuleType) -> None:
     deliveries = [handler.to_delivery(record, _config(handler), NOW, INGESTED_AT)
                   for record in _records("kinesis_heart_rate.json")]

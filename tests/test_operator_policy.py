@@ -49,7 +49,8 @@ def test_the_operator_policy_is_least_privilege() -> None:
     document = arns.operator_policy()
     owned = {arns.stream, arns.role, arns.log_group, arns.log_group.removesuffix(":*"),
              f"arn:aws:logs:ap-south-1:{ACCOUNT}:log-group:*", arns.domain, arns.function,
-             arns.layer, f"{arns.layer}:*", arns.queue, "*"}
+             arns.layer, f"{arns.layer}:*", arns.queue, arns.alert_topic, arns.alert_log_queue,
+             "*"}
     assert policies.least_privilege_problems(document, allowed_resources=owned) == []
     sids = [statement["Sid"] for statement in document["Statement"]]
     assert len(sids) == len(set(sids)) == len(policies.OPERATOR_STATEMENTS)

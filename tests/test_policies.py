@@ -15,18 +15,21 @@ LOG_GROUP = f"arn:aws:logs:ap-south-1:{ACCOUNT}:log-group:/aws/lambda/hrnb-index
 DOMAIN = f"arn:aws:es:ap-south-1:{ACCOUNT}:domain/hrnb-hr"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/hrnb-indexer-role"
 QUEUE = f"arn:aws:sqs:ap-south-1:{ACCOUNT}:hrnb-indexer-failed"
+TOPIC = f"arn:aws:sns:ap-south-1:{ACCOUNT}:hrnb-hr-alerts"
+ALERT_LOG = f"arn:aws:sqs:ap-south-1:{ACCOUNT}:hrnb-hr-alerts-log"
 
 
 def indexer_policy() -> dict[str, Any]:
     return dict(policies.indexer_role_policy(
         stream=STREAM, log_group=LOG_GROUP, domain=DOMAIN,
-        index_names=("heart_rate", "heart_rate-dlq"),
-        failure_queue=QUEUE,
+        index_names=("heart_rate", "heart_rate-dlq", "hrnb-hr-alert-state"),
+        failure_queue=QUEUE, alert_topic=TOPIC,
     ))
 
 
 def test_indexer_policy_is_least_privilege() -> None:
-    allowed = {STREAM, LOG_GROUP, f"{DOMAIN}/heart_rate*", QUEUE}
+    allowed = {STREAM, LOG_GROUP, f"{DOMAIN}/heart_rate*", f"{DOMAIN}/hrnb-hr-alert-state*",
+               QUEUE, TOPIC}
     assert policies.least_privilege_problems(indexer_policy(), allowed_resources=allowed) == []
 
 
@@ -47,8 +50,19 @@ def test_indexer_policy_grants_exactly_the_named_actions() -> None:
         ("logs:PutLogEvents", LOG_GROUP),
         ("es:ESHttpPost", f"{DOMAIN}/heart_rate*"),
         ("es:ESHttpPut", f"{DOMAIN}/heart_rate*"),
+        ("es:ESHttpPost", f"{DOMAIN}/hrnb-hr-alert-state*"),
+        ("es:ESHttpPut", f"{DOMAIN}/hrnb-hr-alert-state*"),
         ("sqs:SendMessage", QUEUE),
+        ("sns:Publish", TOPIC),  # the alert topic, and nothing else of SNS
     }
+
+
+def test_only_the_alert_topic_may_send_to_the_alert_log_queue() -> None:
+    document = policies.alert_log_queue_policy(queue=ALERT_LOG, topic=TOPIC)
+    (statement,) = document["Statement"]
+    assert statement["Principal"] == {"Service": "sns.amazonaws.com"}
+    assert (statement["Action"], statement["Resource"]) == ("sqs:SendMessage", ALERT_LOG)
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": TOPIC}}
 
 
 def _broken(path: tuple[int, str], value: Any) -> dict[str, Any]:
@@ -155,11 +169,14 @@ def test_the_account_root_and_several_readers_are_mapped_where_they_can_match() 
 
 
 def test_security_roles_cover_only_the_heart_rate_indices() -> None:
-    writer = policies.security_writer_role(("heart_rate", "heart_rate-dlq"))
-    (permission,) = writer["index_permissions"]
+    writer = policies.security_writer_role(("heart_rate", "heart_rate-dlq"), "hrnb-hr-alert-state")
+    permission, state = writer["index_permissions"]
     assert permission["index_patterns"] == ["heart_rate*", "heart_rate-dlq*"]
     assert set(permission["allowed_actions"]) == {"write", "create_index"}
-    assert writer["cluster_permissions"] == ["indices:data/write/bulk"]
+    # The episode state: read and written, one exact index, never created by the function.
+    assert state["index_patterns"] == ["hrnb-hr-alert-state*"]
+    assert "create_index" not in state["allowed_actions"]
+    assert writer["cluster_permissions"] == ["indices:data/write/bulk", "indices:data/read/mget"]
     reader = policies.security_reader_role(("heart_rate",))
     assert reader["index_permissions"][0]["allowed_actions"] == ["read"]
 

@@ -89,6 +89,8 @@ def test_role_policy_for_settings_names_only_this_prefixes_resources() -> None:
         f"arn:aws:logs:ap-south-1:{ACCOUNT}:log-group:/aws/lambda/alpha-indexer:*",
         f"arn:aws:es:ap-south-1:{ACCOUNT}:domain/alpha-hr/alpha-heart-rate*",
         f"arn:aws:sqs:ap-south-1:{ACCOUNT}:alpha-indexer-failed",
+        f"arn:aws:es:ap-south-1:{ACCOUNT}:domain/alpha-hr/alpha-hr-alert-state*",
+        f"arn:aws:sns:ap-south-1:{ACCOUNT}:alpha-hr-alerts",
     }
     document = provision.role_policy(settings, arns)
     assert policies.least_privilege_problems(document, allowed_resources=allowed) == []
@@ -278,7 +280,8 @@ def test_setup_from_nothing_builds_the_reference(
         "role mapping": ["created" if mine.local_security else "skipped"],
         "index template": ["created", "created"], "index": ["created", "created"],
         "layer": ["created"], "function": ["created"], "trigger": ["created"],
-        "dashboards": ["skipped"],
+        "dashboards": ["skipped"], "alert state index": ["created"], "alert topic": ["created"],
+        "alert log queue": ["created"], "alert subscription": ["created"],
     }
     skipped = {r.step: r.detail for r in report.results if r.action == "skipped"}
     assert mine.local_security or "security plugin" in skipped["role mapping"]
@@ -297,8 +300,16 @@ def test_setup_from_nothing_builds_the_reference(
     allowed = {stream["StreamARN"],
                f"arn:aws:logs:{mine.region}:{ACCOUNT}:log-group:{mine.log_group_name}:*",
                f"arn:aws:es:{mine.region}:{ACCOUNT}:domain/{mine.domain_name}/{mine.index_name}*",
-               f"arn:aws:sqs:{mine.region}:{ACCOUNT}:{mine.failure_queue_name}"}
+               f"arn:aws:sqs:{mine.region}:{ACCOUNT}:{mine.failure_queue_name}",
+               f"arn:aws:sns:{mine.region}:{ACCOUNT}:{mine.alert_topic_name}"}
     assert policies.least_privilege_problems(deployed, allowed_resources=allowed) == []
+    sns = boto3.client("sns", **kw)
+    topic = f"arn:aws:sns:{mine.region}:{ACCOUNT}:{mine.alert_topic_name}"
+    assert {"Key": provision.OWNER_TAG, "Value": mine.prefix} in sns.list_tags_for_resource(
+        ResourceArn=topic)["Tags"]
+    (subscription,) = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+    assert (subscription["Protocol"], subscription["Endpoint"]) == (
+        "sqs", f"arn:aws:sqs:{mine.region}:{ACCOUNT}:{mine.alert_log_queue_name}")
     assert iam.list_attached_role_policies(RoleName=mine.role_name)["AttachedPolicies"] == []
 
     domain = boto3.client("opensearch", **kw).describe_domain(
@@ -317,7 +328,11 @@ def test_setup_from_nothing_builds_the_reference(
     assert (function["MemorySize"], function["Timeout"]) == (256, 30)
     assert function["Environment"]["Variables"] == {
         "OPENSEARCH_ENDPOINT": mine.resolved_opensearch_url, "INDEX_NAME": mine.index_name,
-        "DLQ_INDEX_NAME": mine.dlq_index_name, "HR_ALERT_THRESHOLD": "150"}
+        "DLQ_INDEX_NAME": mine.dlq_index_name, "HR_ALERT_THRESHOLD": "150",
+        "HR_ALERT_THRESHOLDS": "", "HR_ALERT_SUSTAIN_S": "5", "HR_ALERT_REARM_S": "10",
+        "HR_ALERT_REARM_MARGIN_BPM": "5", "ALERT_STATE_INDEX": f"{mine.prefix}-hr-alert-state",
+        "ALERT_TOPIC_ARN": f"arn:aws:sns:ap-south-1:123456789012:{mine.prefix}-hr-alerts",
+        "SNS_ENDPOINT": mine.resolved_aws_endpoint_url}
     assert [layer["Arn"] for layer in function["Layers"]] == [
         r.id for r in report.results if r.step == "layer"]
     (mapping,) = lam.list_event_source_mappings(FunctionName=mine.function_name)[
@@ -581,7 +596,8 @@ def test_teardown_asks_first_and_declining_keeps_everything(
     (preview,) = shown
     assert {step.resource for step in preview if step.action == "deleted"} >= {
         mine.stream_name, mine.role_name, mine.domain_name, mine.function_name}
-    assert len(provision.remaining_resources(mine)) == 10  # all still there
+    # all still there, with the alert topic, its log queue and the episode state index
+    assert len(provision.remaining_resources(mine)) == 13
 
     report = provision.confirmed_teardown(mine, lambda preview: True)
     assert report is not None and report.nothing_billable_remains

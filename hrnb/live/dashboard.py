@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import logging
 import math
 import time
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import plotly.graph_objects as go
 
+from hrnb import alerts
 from hrnb.config import Settings
 from hrnb.errors import QueryError
 from hrnb.live.export import DEBIAN_CHROMIUM, export_html, export_png
@@ -72,6 +74,7 @@ class LiveDashboard:
     window_s: float = 600.0
     redraw_every_s: float = 0.5
     index_poll_s: float = 3.0
+    alerts_poll_s: float = 5.0
     probe_every_s: float = 0.5
     missing_grace_s: float = 30.0
     height: int = 460
@@ -82,6 +85,7 @@ class LiveDashboard:
     header: Any = field(init=False)
     banner: Any = field(init=False)
     indexed: Any = field(init=False)
+    notified: Any = field(init=False)
     probe: SearchableProbe | None = field(init=False, default=None)
     status: IndexedStatus | None = field(init=False, default=None)
     redraws: int = field(init=False, default=0)
@@ -102,8 +106,9 @@ class LiveDashboard:
         self.banner = widgets.HTML("")
         self.indexed = widgets.HTML(indexed_html(None),
                                     layout=widgets.Layout(width="340px", padding="0 0 0 12px"))
+        self.notified = widgets.HTML(notified_html(None))
         self.widget = widgets.VBox([
-            self.banner, self.header, widgets.HBox([self.figure, self.indexed]),
+            self.banner, self.header, widgets.HBox([self.figure, self.indexed]), self.notified,
         ])
         if self.client is not None and self.settings is not None:
             self.probe = SearchableProbe(self.client, self.settings.index_name, clock=self.clock)
@@ -207,6 +212,14 @@ class LiveDashboard:
         self.indexed.value = indexed_html(self.status)
         return self.status
 
+    async def poll_alerts(self) -> list[alerts.Notification]:
+        """Move newly delivered notifications into the log (a worker thread); show them."""
+        if self.settings is None:
+            raise QueryError("the notifications panel needs settings")
+        listed = await asyncio.to_thread(alerts.delivered, self.settings)
+        self.notified.value = notified_html(listed)
+        return listed
+
     async def _every(self, period_s: float, step: Callable[[], Any], what: str) -> None:
         """Run ``step`` every ``period_s`` until cancelled; a failure is logged once (not on
         every retry) and the loop goes on, so the view outlives an OpenSearch outage."""
@@ -254,6 +267,7 @@ class LiveDashboard:
         if self.client is not None and self.settings is not None:
             jobs.append((self.index_poll_s, self.poll_index, "index poll"))
             jobs.append((self.probe_every_s, self._probe_once, "searchable probe"))
+            jobs.append((self.alerts_poll_s, self.poll_alerts, "alerts poll"))
         for period, step, what in jobs:
             task = asyncio.create_task(self._every(period, step, what), name=f"hrnb-live {what}")
             self._tasks.add(task)
@@ -282,3 +296,15 @@ class LiveDashboard:
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
 
+
+
+def notified_html(notifications: list[alerts.Notification] | None, *, last: int = 5) -> str:
+    """The notifications panel: the newest ``last`` episodes notified (once each), newest first."""
+    if notifications is None:
+        return "<b>Notified</b> <small>(not checked yet)</small>"
+    if not notifications:
+        return "<b>Notified</b> <small>no episode so far</small>"
+    newest = sorted(notifications, key=lambda n: n.start, reverse=True)[:last]
+    rows = "".join(f"<li>{html.escape(n.message)}</li>" for n in newest)
+    return (f"<b>Notified</b> <small>({len(notifications)} episode(s), via SNS)</small>"
+            f"<ul style='margin:0'>{rows}</ul>")

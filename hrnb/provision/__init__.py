@@ -1,6 +1,7 @@
 """Provisioning as code: idempotent set-up, dry-run plan with costs, and clean teardown of the
-stream, indexer role, log group, OpenSearch domain, indices, Lambda layer, function, trigger and
-dashboards, on AWS and on the local stack with the same code.
+stream, indexer role, log group, OpenSearch domain, indices, Lambda layer, function, trigger,
+alert topic with its log queue and episode state index, and dashboards, on AWS and on the local
+stack with the same code.
 
 Why: the reference was clicked together in the console, which is slow, easy to get subtly wrong
 (the 403 when the Lambda role is not mapped in the security plugin, a yellow single-node index)
@@ -19,6 +20,7 @@ poller reads its settings and invokes the deployed code itself.
 from __future__ import annotations
 
 from hrnb.provision import policies
+from hrnb.provision.alerts import ALERT_LOG_RETENTION_S, check_endpoint, ensure_alerts, subscribe
 from hrnb.provision.base import (
     OWNER_TAG,
     Action,
@@ -65,7 +67,12 @@ from hrnb.provision.function import (
     function_environment,
     mapping_drift,
 )
-from hrnb.provision.indices import ensure_indices, template_matches, template_name
+from hrnb.provision.indices import (
+    ensure_alert_state,
+    ensure_indices,
+    template_matches,
+    template_name,
+)
 from hrnb.provision.logs import LOG_RETENTION_DAYS, ensure_log_group
 from hrnb.provision.queue import QUEUE_RETENTION_S, ensure_failure_queue
 from hrnb.provision.role import covers, ensure_role, inline_policy_name, role_policy
@@ -91,6 +98,7 @@ from hrnb.provision.state import (
 from hrnb.provision.stream import STREAM_RETENTION_HOURS, ensure_stream
 
 __all__ = [
+    "ALERT_LOG_RETENTION_S",
     "Action",
     "Architecture",
     "Arns",
@@ -123,6 +131,7 @@ __all__ = [
     "VOLUME_GIB",
     "VOLUME_IOPS",
     "VOLUME_THROUGHPUT_MIBPS",
+    "check_endpoint",
     "check_region",
     "code_sha256",
     "confirmed_teardown",
@@ -132,6 +141,8 @@ __all__ = [
     "data_plane_url",
     "domain_drift",
     "domain_request",
+    "ensure_alert_state",
+    "ensure_alerts",
     "ensure_dashboards",
     "ensure_domain",
     "ensure_event_source_mapping",
@@ -159,6 +170,7 @@ __all__ = [
     "remaining_resources",
     "role_policy",
     "setup",
+    "subscribe",
     "teardown",
     "teardown_plan",
     "template_matches",

@@ -69,6 +69,7 @@ class AwsClients:
         self.opensearch = aws_client(settings, "opensearch", session=session)
         self.sts = aws_client(settings, "sts", session=session)
         self.sqs = aws_client(settings, "sqs", session=session)
+        self.sns = aws_client(settings, "sns", session=session)
 
     @cached_property
     def caller_arn(self) -> str:
@@ -96,6 +97,8 @@ class Arns:
     function: str
     layer: str  # without a version
     queue: str
+    alert_topic: str
+    alert_log_queue: str
 
     @classmethod
     def of(cls, settings: Settings, account_id: str) -> Arns:
@@ -112,6 +115,9 @@ class Arns:
                       f"{settings.function_name}"),
             layer=f"arn:{partition}:lambda:{region}:{account_id}:layer:{settings.layer_name}",
             queue=f"arn:{partition}:sqs:{region}:{account_id}:{settings.failure_queue_name}",
+            alert_topic=f"arn:{partition}:sns:{region}:{account_id}:{settings.alert_topic_name}",
+            alert_log_queue=(f"arn:{partition}:sqs:{region}:{account_id}:"
+                             f"{settings.alert_log_queue_name}"),
         )
 
     def operator_policy(self) -> policies.PolicyDocument:
@@ -119,7 +125,8 @@ class Arns:
         return policies.operator_policy(stream=self.stream, role=self.role,
                                         log_group=self.log_group, domain=self.domain,
                                         function=self.function, layer=self.layer,
-                                        queue=self.queue)
+                                        queue=self.queue, alert_topic=self.alert_topic,
+                                        alert_log_queue=self.alert_log_queue)
 
 
 # --- calls through the error boundary ----------------------------------------------------------

@@ -60,10 +60,13 @@ def estimate_cost(
     invocation_ms: float = 150.0,
     log_bytes_per_invocation: int = 600,
     architecture: str = "x86_64",
+    alert_episodes_per_hour: float = 4.0,
 ) -> CostEstimate:
     """Hourly and monthly AWS cost of the set-up (pure). Fixed items bill while they exist;
     usage items while a session streams at ``records_per_second`` (the reference's 2/s);
-    Lambda compute at the function's ``architecture`` rate (arm64 is ~20 % cheaper)."""
+    Lambda compute at the function's ``architecture`` rate (arm64 is ~20 % cheaper); alerts at
+    ``alert_episodes_per_hour`` (one publish each, delivered to the log queue and one email
+    subscriber; SMS is billed per message by destination country, see docs/operations.md)."""
     table = prices or load_prices()
     region = settings.region if settings.region in table["regions"] else table["fallback_region"]
     price = table["regions"][region]
@@ -102,6 +105,12 @@ def estimate_cost(
              + gb_seconds * price[f"lambda_gb_second_{architecture}"],
              f"{invocations_per_hour:.0f} invocations/h of {invocation_ms:.0f} ms at "
              f"{FUNCTION_MEMORY_MB} MB, {architecture}", streaming_hours_per_month),
+        line("SNS alerts (publish, email) and the alert log queue",
+             alert_episodes_per_hour * (price["sns_million_publishes"] / 1e6
+                                        + price["sns_email_100k"] / 1e5
+                                        + 2 * price["sqs_million_requests"] / 1e6),
+             f"{alert_episodes_per_hour:g} episodes/h, one email subscriber; SMS extra, "
+             "per message by country", streaming_hours_per_month),
         line("CloudWatch Logs ingestion",
              invocations_per_hour * log_bytes_per_invocation / 1e9 * price["logs_ingest_gb"],
              "per GB ingested", streaming_hours_per_month),

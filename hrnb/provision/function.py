@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from hrnb.config import Settings
 from hrnb.errors import ConfigError, ProvisionError
+from hrnb.provision.alerts import sns_endpoint
 from hrnb.provision.base import (
     OWNER_TAG,
     Action,
@@ -195,13 +196,18 @@ def _layer_step(settings: Settings, aws: AwsClients, *, apply: bool,
                       + (f"; removed {len(stale)} older" if stale else ""))
 
 
-def function_environment(settings: Settings, url: str | None) -> dict[str, str]:
-    """The function's environment variables (pure)."""
+def function_environment(settings: Settings, url: str | None,
+                         alert_topic_arn: str) -> dict[str, str]:
+    """The function's environment variables (pure): endpoints, indices, the episode rules and
+    where episodes are kept and published."""
     return {
         "OPENSEARCH_ENDPOINT": url or "",
         "INDEX_NAME": settings.index_name,
         "DLQ_INDEX_NAME": settings.dlq_index_name,
-        "HR_ALERT_THRESHOLD": str(settings.hr_alert_threshold_bpm),
+        **settings.alert_rules.environment(),
+        "ALERT_STATE_INDEX": settings.alert_state_index,
+        "ALERT_TOPIC_ARN": alert_topic_arn,
+        "SNS_ENDPOINT": sns_endpoint(settings),
     }
 
 
@@ -235,7 +241,7 @@ def _function_config(settings: Settings, aws: AwsClients, artifacts: LambdaArtif
         "Role": aws.arns.role,
         "MemorySize": FUNCTION_MEMORY_MB,
         "Timeout": FUNCTION_TIMEOUT_S,
-        "Environment": {"Variables": function_environment(settings, url)},
+        "Environment": {"Variables": function_environment(settings, url, aws.arns.alert_topic)},
         "Description": f"hrnb indexer ({settings.prefix}): Kinesis -> OpenSearch",
     }
     if artifacts is not None:

@@ -68,6 +68,47 @@ def _indices_step(settings: Settings, *, apply: bool, url: str | None) -> tuple[
     return tuple(results)
 
 
+#: The alert episode state: one document per athlete, its state stored, not searched.
+def alert_state_body(prefix: str) -> dict[str, Any]:
+    return {
+        "settings": {"index": {"number_of_shards": 1, "number_of_replicas": 0}},
+        "mappings": {"_meta": {OWNER_META: prefix}, "dynamic": False,
+                     "properties": {"state": {"type": "object", "enabled": False}}},
+    }
+
+
+def ensure_alert_state(settings: Settings, *, url: str | None = None) -> StepResult:
+    """The alert episode state index (the function reads and writes it; never creates it)."""
+    url = url or opensearch_url(settings)
+    if url is None:
+        raise ProvisionError("the domain has no endpoint yet; run the domain step first",
+                             resource=settings.domain_name)
+    return _alert_state_step(settings, apply=True, url=url)
+
+
+def _alert_state_step(settings: Settings, *, apply: bool, url: str | None) -> StepResult:
+    """The state index behind the write alias the function uses (with ``require_alias``, so a
+    write after teardown fails instead of auto-creating it)."""
+    name = settings.alert_state_index
+    detail = f"alert episode state, one document per athlete: {concrete_index(name)}, alias {name}"
+    if url is None:
+        return StepResult("alert state index", "created", name, None, "after the domain is active")
+    client = _admin_opensearch(settings, url)
+    found = _opensearch(name, "read index", client.indices.get, missing_ok=True, index=name)
+    if found is None:
+        if apply:
+            _opensearch(name, "create index", client.indices.create,
+                        index=concrete_index(name),
+                        body={**alert_state_body(settings.prefix),
+                              "aliases": {name: {"is_write_index": True}}})
+        return StepResult("alert state index", "created", name, None, detail)
+    (index, concrete), *_ = found.items()
+    owner = _owner(concrete.get("mappings"))
+    if index == name or owner != settings.prefix:
+        raise _not_ours("index", name, owner if index != name else None, settings.prefix)
+    return StepResult("alert state index", "unchanged", name, None, detail)
+
+
 def _flat_settings(value: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     flat: dict[str, str] = {}
     for key, item in value.items():
@@ -182,10 +223,10 @@ def _teardown_indices(settings: Settings, aws: AwsClients, *, apply: bool) -> li
     aliases = (settings.index_name, settings.dlq_index_name)
     if not settings.is_local:
         return [StepResult("index", "skipped", alias, None, "deleted with the domain")
-                for alias in aliases]
+                for alias in (*aliases, settings.alert_state_index)]
     client = _admin_opensearch(settings, settings.resolved_opensearch_url or "")
     prefix = settings.prefix
-    results = []
+    results = [_teardown_alert_state(settings, client, apply=apply)]
     for alias in aliases:
         found = _opensearch(alias, "read index", client.indices.get, missing_ok=True,
                             index=alias) or {}
@@ -217,3 +258,17 @@ def _teardown_indices(settings: Settings, aws: AwsClients, *, apply: bool) -> li
                         name=template)
         results.append(StepResult("index template", "deleted", template))
     return results
+
+
+def _teardown_alert_state(settings: Settings, client: OpenSearch, *, apply: bool) -> StepResult:
+    name = settings.alert_state_index
+    found = _opensearch(name, "read index", client.indices.get, missing_ok=True, index=name)
+    if not found:
+        return StepResult("alert state index", "absent", name)
+    (index, concrete), *_ = found.items()
+    if _owner(concrete.get("mappings")) != settings.prefix:
+        return StepResult("alert state index", "skipped", index, None,
+                          f"not made by set-up for prefix {settings.prefix!r}; left alone")
+    if apply:
+        _opensearch(index, "delete index", client.indices.delete, index=index)
+    return StepResult("alert state index", "deleted", name, None, index)

@@ -100,10 +100,12 @@ def indexer_role_policy(
     domain: str,
     index_names: Sequence[str],
     failure_queue: str,
+    alert_topic: str,
 ) -> PolicyDocument:
     """The indexer's inline policy: read one stream, write one log group, write the heart-rate
     and dead-letter indices of one domain, and send the coordinates of given-up batches to one
-    queue (Lambda sends the trigger's on-failure records with the function's role). Arguments
+    queue (Lambda sends the trigger's on-failure records with the function's role), and publish
+    alert episodes to one topic (``index_names`` include the episode state index). Arguments
     are ARNs (``log_group`` as from :func:`log_group_arn`) and index names."""
     return {
         "Version": POLICY_VERSION,
@@ -132,6 +134,29 @@ def indexer_role_policy(
                 "Action": ["sqs:SendMessage"],
                 "Resource": failure_queue,
             },
+            {
+                "Sid": "PublishAlertEpisodes",
+                "Effect": "Allow",
+                "Action": ["sns:Publish"],
+                "Resource": alert_topic,
+            },
+        ],
+    }
+
+
+def alert_log_queue_policy(*, queue: str, topic: str) -> PolicyDocument:
+    """The alert log queue's resource policy: only the alert topic may send to it."""
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Sid": "OnlyTheAlertTopicSends",
+                "Effect": "Allow",
+                "Principal": {"Service": "sns.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue,
+                "Condition": {"ArnEquals": {"aws:SourceArn": topic}},
+            }
         ],
     }
 
@@ -176,16 +201,23 @@ def domain_access_policy(
 
 
 # --- OpenSearch security plugin (fine-grained access control) --------------------------------
-def security_writer_role(index_names: Sequence[str]) -> dict[str, Any]:
-    """Security-plugin role for the indexer: bulk-write and create the heart-rate indices."""
+def security_writer_role(index_names: Sequence[str], alert_state_index: str) -> dict[str, Any]:
+    """Security-plugin role for the indexer: bulk-write and create the heart-rate indices; read
+    and write (never create) the alert episode state, one document per athlete."""
     return {
-        "description": "hrnb indexer: write heart-rate and dead-letter documents",
-        "cluster_permissions": ["indices:data/write/bulk"],
+        "description": "hrnb indexer: write heart-rate and dead-letter documents, keep alert "
+                       "episode state",
+        "cluster_permissions": ["indices:data/write/bulk", "indices:data/read/mget"],
         "index_permissions": [
             {
                 "index_patterns": sorted({f"{name}*" for name in index_names}),
                 "allowed_actions": ["write", "create_index"],
-            }
+            },
+            {
+                "index_patterns": [f"{alert_state_index}*"],  # the alias and its index
+                "allowed_actions": ["indices:data/read/get", "indices:data/read/mget*",
+                                    "indices:data/write/index", "indices:data/write/bulk*"],
+            },
         ],
     }
 
@@ -307,10 +339,14 @@ OPERATOR_STATEMENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "lambda:ListEventSourceMappings", "lambda:CreateEventSourceMapping",
         "lambda:GetEventSourceMapping", "lambda:UpdateEventSourceMapping",
         "lambda:DeleteEventSourceMapping")),
-    ("ManageFailedBatchQueue", (
+    # The failure queue and the alert log queue: the same actions on both.
+    ("ManageQueues", (
         "sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
         "sqs:SetQueueAttributes", "sqs:TagQueue",
         "sqs:ListQueueTags", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:DeleteQueue")),
+    ("ManageAlertTopic", (
+        "sns:ListTagsForResource", "sns:CreateTopic", "sns:TagResource",
+        "sns:ListSubscriptionsByTopic", "sns:Subscribe", "sns:Unsubscribe", "sns:DeleteTopic")),
 )
 
 
@@ -323,6 +359,8 @@ def operator_policy(
     function: str,
     layer: str,
     queue: str,
+    alert_topic: str,
+    alert_log_queue: str,
 ) -> PolicyDocument:
     """The least-privilege identity policy of the operator, the single source that
     docs/operations.md prints. Arguments are ARNs (``log_group`` as from
@@ -345,7 +383,8 @@ def operator_policy(
         "ManageIndexerLayer": [layer, f"{layer}:*"],
         "ManageIndexerFunction": [function],
         "ManageIndexerTrigger": ["*"],
-        "ManageFailedBatchQueue": [queue],
+        "ManageQueues": [queue, alert_log_queue],
+        "ManageAlertTopic": [alert_topic],
     }
     statements: list[Statement] = []
     for sid, actions in OPERATOR_STATEMENTS:

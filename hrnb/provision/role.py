@@ -37,8 +37,9 @@ def role_policy(settings: Settings, arns: Arns) -> policies.PolicyDocument:
         stream=arns.stream,
         log_group=arns.log_group,
         domain=arns.domain,
-        index_names=(settings.index_name, settings.dlq_index_name),
+        index_names=(settings.index_name, settings.dlq_index_name, settings.alert_state_index),
         failure_queue=arns.queue,
+        alert_topic=arns.alert_topic,
     )
 
 

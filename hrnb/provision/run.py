@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from hrnb.config import Settings
+from hrnb.provision.alerts import _alerts_step, _teardown_alerts, alerts_remaining
 from hrnb.provision.base import (
     AwsClients,
     Progress,
@@ -35,7 +36,7 @@ from hrnb.provision.function import (
     _teardown_mappings,
     _wait_reading,
 )
-from hrnb.provision.indices import _indices_step, _teardown_indices
+from hrnb.provision.indices import _alert_state_step, _indices_step, _teardown_indices
 from hrnb.provision.logs import _find_log_group, _log_group_step, _teardown_log_group
 from hrnb.provision.queue import _queue_step, _teardown_queue, failure_queue_url
 from hrnb.provision.role import _role_step, _teardown_role
@@ -154,6 +155,9 @@ def _run(settings: Settings, aws: AwsClients, *, apply: bool, artifacts: LambdaA
     record(_role_mapping_step(settings, aws, apply=apply, url=url))
     for result in _indices_step(settings, apply=apply, url=url):
         record(result)
+    record(_alert_state_step(settings, apply=apply, url=url))
+    for result in _alerts_step(settings, aws, apply=apply):
+        record(result)
     layer = record(_layer_step(settings, aws, apply=apply, artifacts=artifacts))
     # In a plan a new layer version has no ARN yet; any placeholder shows the function changes.
     layer_arn = layer.id if layer.id else f"{settings.layer_name}:(new version)"
@@ -211,9 +215,9 @@ def _teardown(settings: Settings, aws: AwsClients, *, apply: bool, progress: Pro
               wait: bool = True) -> TeardownReport:
     check_region(settings, aws.session)
     results: list[StepResult] = []
-    for step in (_teardown_mappings, _teardown_function, _teardown_layer, _teardown_log_group,
-                 _teardown_queue, _teardown_role, _teardown_indices, _teardown_domain,
-                 _teardown_stream):
+    for step in (_teardown_mappings, _teardown_function, _teardown_alerts, _teardown_layer,
+                 _teardown_log_group, _teardown_queue, _teardown_role, _teardown_indices,
+                 _teardown_domain, _teardown_stream):
         for result in step(settings, aws, apply=apply):
             results.append(result)
             log.info("teardown %s %s: %s %s", result.step, result.resource, result.action,
@@ -279,12 +283,13 @@ def remaining_resources(settings: Settings, clients: AwsClients | None = None, *
         found.append((settings.log_group_name, f"log group {settings.log_group_name}"))
     if failure_queue_url(aws, settings) is not None:
         found.append((settings.failure_queue_name, f"queue {settings.failure_queue_name}"))
+    found += alerts_remaining(settings, aws)
     if _aws(settings.role_name, "read role", aws.iam.get_role, missing={"NoSuchEntity"},
             RoleName=settings.role_name):
         found.append((settings.role_name, f"role {settings.role_name}"))
     if settings.is_local:
         client = _admin_opensearch(settings, settings.resolved_opensearch_url or "")
-        for alias in (settings.index_name, settings.dlq_index_name):
+        for alias in (settings.index_name, settings.dlq_index_name, settings.alert_state_index):
             indices = _opensearch(alias, "read index", client.indices.get, missing_ok=True,
                                   index=alias) or {}
             found += [(name, f"index {name}") for name in indices]

@@ -82,7 +82,8 @@ def _role_mapping_step(settings: Settings, aws: AwsClients, *, apply: bool,
     indices = (settings.index_name, settings.dlq_index_name)
     readers = reader_principals(settings, aws.caller_arn)
     wanted = (
-        (writer_role_name(settings), policies.security_writer_role(indices), (aws.arns.role,)),
+        (writer_role_name(settings), policies.security_writer_role(
+            indices, settings.alert_state_index), (aws.arns.role,)),
         (reader_role_name(settings), policies.security_reader_role(indices), readers),
     )
     changes = []

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from e2e_helpers import Pipeline, PollerProcess, say
@@ -44,14 +45,16 @@ def pipeline(
     ``opensearch_proxy``: a FaultProxy class put between the function (its OPENSEARCH_ENDPOINT)
     and the node. ``private_opensearch``: the indices live on a node of this test's own, on a
     free port, which the test may stop and start (the shared node serves other tests).
-    ``options``: the trigger's settings (default: set-up's).
+    ``options``: the trigger's settings (default: set-up's). Other keywords are settings of
+    the pipeline (e.g. ``alert_thresholds``).
     """
     with contextlib.ExitStack() as cleanup:
 
         def make(*, kinesis_proxy: bool = False,
                  opensearch_proxy: type[FaultProxy] | None = None,
                  private_opensearch: bool = False, shards: int = 2,
-                 options: provision.EventSourceOptions | None = None) -> Pipeline:
+                 options: provision.EventSourceOptions | None = None,
+                 **overrides: Any) -> Pipeline:
             prefix = unique_name("e2e")
             home = tmp_path / prefix
             home.mkdir()
@@ -74,7 +77,8 @@ def pipeline(
                 function_url = search_proxy.url
             own = node_settings.with_overrides(
                 prefix=prefix, index_name=f"{prefix}-hr", dlq_index_name=f"{prefix}-hr-dlq",
-                state_dir=home / "state", stream_shards=shards, opensearch_url=function_url)
+                state_dir=home / "state", stream_shards=shards, opensearch_url=function_url,
+                **overrides)
 
             cleanup.callback(_teardown, own, search_proxy)
             report = provision.setup(own, lambda_artifacts, options=options)

@@ -96,9 +96,6 @@ def test_good_records_are_indexed_by_identity_with_pipeline_fields(
         ingested = datetime.strptime(source["ingested_at"], "%Y-%m-%dT%H:%M:%S.%fZ")
         assert ingested.replace(tzinfo=UTC) >= before - timedelta(milliseconds=1)
     entries = log_entries(worker.log_path)
-    alerts = [e["alert"] for e in entries if e.get("message") == "heart rate alert"]
-    assert sorted(a["seq"] for a in alerts) == [1, 3]
-    assert {a["heart_rate_bpm"] for a in alerts} == {151, 200}
     (summary,) = [e for e in entries if e.get("message") == "batch processed"]
     assert (summary["indexed"], summary["dead_lettered"], summary["failed"]) == (5, 0, 0)
     assert summary["batch_lag_ms"] >= 0
@@ -214,8 +211,6 @@ def test_redelivering_a_batch_three_times_changes_no_count(
         counts.append((len(documents(opensearch, indices.name)),
                        len(documents(opensearch, indices.dlq))))
     assert counts == [(4, 1)] * 3
-    alerts = [e for e in log_entries(worker.log_path) if e.get("message") == "heart rate alert"]
-    assert len(alerts) == 1  # only the first write of the document alerts
 
 
 def test_throttled_bulk_items_alone_are_handed_back_and_then_indexed_once(

@@ -1,0 +1,147 @@
+"""Alerts end to end: recorded samples on the stream -> the poller -> the packaged handler ->
+episode state in OpenSearch -> SNS (the emulator) -> the alert log queue set-up subscribed ->
+``hrnb.alerts``. Redelivery (a checkpoint rewound to the start) sends nothing twice; a worker
+killed mid-episode (before the publish, or between the publish and the state write) misses no
+episode."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import psutil
+import pytest
+from e2e_helpers import Pipeline, say
+from support import wait_until
+from support.faultproxy import Delay, Drop, FaultProxy, path_matches
+
+from hrnb import alerts
+from hrnb.provision import EventSourceOptions
+from hrnb.wire.records import encode_record, make_record
+
+pytestmark = pytest.mark.stack
+
+PipelineFactory = Callable[..., Pipeline]
+#: Sustained above 160 for 8 s; the 20 s at 140 re-arm the athlete.
+EPISODE = [170, 172, 175, 171, 169, 168, 174, 170, 166] + [140] * 20
+SPIKE = [150, 195, 150, 150, 188, 150, 150, 150]
+
+
+def recorded(athlete: str, bpms: list[int], *, session: str = "s1",
+             start: datetime | None = None) -> list[bytes]:
+    """A recorded session at 1 Hz, measured a while ago."""
+    start = start or datetime.now(UTC) - timedelta(minutes=20)
+    return [encode_record(make_record(
+        athlete_id=athlete, session_id=session, device_id="strap-1", seq=seq,
+        timestamp=start + timedelta(seconds=seq), heart_rate=bpm,
+        rr_intervals_ms=(60000 / bpm,), sensor_contact=True)) for seq, bpm in enumerate(bpms)]
+
+
+def notifications(pipe: Pipeline) -> list[alerts.Notification]:
+    """Every SNS message the alert log queue received so far (drained into the log)."""
+    alerts.drain(pipe.settings)
+    return alerts.logged(pipe.settings)
+
+
+def wait_notified(pipe: Pipeline, count: int, *, athlete: str | None = None) -> None:
+    wait_until(lambda: len({n.episode_id for n in notifications(pipe)
+                            if athlete in (None, n.athlete_id)}) >= count,
+               timeout_s=60, what=f"{count} episodes notified")
+
+
+def test_three_episodes_notified_once_even_when_every_batch_comes_again(
+        pipeline: PipelineFactory) -> None:
+    pipe = pipeline(shards=1, options=EventSourceOptions(batch_size=7),
+                    hr_alert_threshold_bpm=160, alert_thresholds="e2e-b=185")
+    spikes_and_episodes = SPIKE + EPISODE + SPIKE + SPIKE + EPISODE + SPIKE + EPISODE + SPIKE
+    a_records = recorded("e2e-a", spikes_and_episodes)
+    # e2e-b has its own threshold, 185: the same heart rates are no episode for it; one
+    # above 185 is.
+    b_records = recorded("e2e-b", EPISODE + [190] * 7 + [150] * 3)
+    put_at = time.time() - 1.0
+    pipe.put_raw(a_records, "e2e-a")
+    pipe.put_raw(b_records, "e2e-b")
+    pipe.wait_indexed(len(a_records) + len(b_records))
+    wait_notified(pipe, 4)
+
+    first = notifications(pipe)
+    by_athlete = {athlete: [n for n in first if n.athlete_id == athlete]
+                  for athlete in ("e2e-a", "e2e-b")}
+    assert len(by_athlete["e2e-a"]) == 3  # three messages in the queue, no spike among them
+    assert {n.threshold_bpm for n in by_athlete["e2e-a"]} == {160}
+    [b_episode] = by_athlete["e2e-b"]
+    assert (b_episode.threshold_bpm, b_episode.peak_bpm) == (185, 190)
+    for notification in by_athlete["e2e-a"]:
+        assert notification.peak_bpm == 175
+        assert "athlete e2e-a above 160 bpm since" in notification.message
+        assert len(notification.message) <= 160
+
+    # Every batch again: the poller stopped, its checkpoint rewound to the start of the shard.
+    poller = pipe.poller
+    before = sum(batch["records"] for batch in poller.batches())
+    poller.stop()
+    checkpoint_path = poller.checkpoint_path(pipe.mapping_uuid)
+    checkpoints = json.loads(checkpoint_path.read_text())
+    for shard_id in checkpoints["shards"]:
+        checkpoints["shards"][shard_id] = {"at_timestamp": put_at}
+    checkpoint_path.write_text(json.dumps(checkpoints))
+    poller.start()
+    wait_until(lambda: sum(batch["records"] for batch in poller.batches())
+               >= before + len(a_records) + len(b_records),
+               timeout_s=60, what="every record handled a second time")
+    again = notifications(pipe)
+    assert len(again) == 4, [n.episode_id for n in again]
+    assert [n.episode_id for n in alerts.episodes(again)] == sorted(
+        (n.episode_id for n in first), key=lambda i: (i.split("@")[1], i))
+
+
+def _worker(pipe: Pipeline) -> psutil.Process:
+    """The poller's worker process (running the handler now)."""
+    assert pipe.poller.process is not None
+    [worker] = [child for child in psutil.Process(pipe.poller.process.pid).children(recursive=True)
+                if any(part.endswith("hrnb/local/worker.py") for part in child.cmdline())]
+    return worker
+
+
+@pytest.mark.parametrize("held", ["_mget", "_bulk"], ids=["before-publish",
+                                                          "between-publish-and-state-write"])
+def test_a_worker_killed_mid_episode_misses_no_episode(pipeline: PipelineFactory,
+                                                       held: str) -> None:
+    pipe = pipeline(shards=1, opensearch_proxy=FaultProxy,
+                    options=EventSourceOptions(batch_size=50))
+    proxy = pipe.opensearch_proxy
+    state = pipe.settings.alert_state_index
+    # The state read (before the publish) or the state write (after it) is held while the
+    # worker is killed.
+    proxy.set_fault(Delay(5.0, match=path_matches(rf"/{state}/{held}"), times=1))
+    records = recorded("e2e-k", EPISODE)
+    pipe.put_raw(records, "e2e-k")
+    wait_until(lambda: proxy.counters().delayed >= 1, timeout_s=30,
+               what=f"the state {held} in flight")
+    _worker(pipe).send_signal(signal.SIGKILL)
+    say(f"killed the worker during the state {held}")
+    wait_until(lambda: (pipe.poller.mapping() or {}).get("worker_restarts", 0) >= 1,
+               timeout_s=30, what="a new worker")
+    wait_notified(pipe, 1)
+    pipe.wait_indexed(len(records))
+    delivered = notifications(pipe)
+    assert {n.episode_id for n in delivered} == {delivered[0].episode_id}
+    assert len(alerts.episodes(delivered)) == 1
+
+
+def test_a_lost_state_write_resends_the_same_episode_which_listing_dedupes(
+        pipeline: PipelineFactory) -> None:
+    """The crash window's side: published, state not written -> the retry publishes again."""
+    pipe = pipeline(shards=1, opensearch_proxy=FaultProxy,
+                    options=EventSourceOptions(batch_size=50))
+    proxy = pipe.opensearch_proxy
+    state = pipe.settings.alert_state_index
+    proxy.set_fault(Drop(match=path_matches(rf"/{state}/_bulk"), times=1))
+    pipe.put_raw(recorded("e2e-r", EPISODE), "e2e-r")
+    wait_until(lambda: len(notifications(pipe)) >= 2, timeout_s=60, what="the resend")
+    delivered = notifications(pipe)
+    assert len(delivered) == 2 and len({n.message_id for n in delivered}) == 2
+    assert len(alerts.episodes(delivered)) == 1
