@@ -128,7 +128,9 @@ def format_report(data: Mapping[str, Any]) -> str:
                   for a in data["athletes"] if a["missing"])
         + ("" if data["caught_up"] else " (the index had not caught up when the wait ended)"),
         f"measured→indexed: p50 {ms('p50')}, p95 {ms('p95')}, p99 {ms('p99')}",
-        f"alerts: {len(data['alerts'])} episode(s) above the threshold"
+        # Runs above the threshold, as the data shows them; the notified episodes (sustained,
+        # with a re-arm level) are what 'hrnb alerts' lists.
+        f"above the threshold: {len(data['alerts'])} run(s) (notified episodes: 'hrnb alerts')"
         + "".join(f"\n  {a['athlete_id']}: {a['duration_s']:.0f} s, peak {a['peak_bpm']} bpm"
                   for a in data["alerts"]),
     ]
