@@ -51,7 +51,7 @@ def test_summary_file_round_trip_and_presenter(tmp_path: Path) -> None:
     assert "streamed 60 samples in 60 s from 1 athlete(s)" in text
     assert "57 of 60 indexed, 3 missing (ana/s1: 40–42) (the index had not caught up" in text
     assert "p50 210 ms, p95 340 ms, p99 -" in text
-    assert "1 episode(s)" in text and "ana: 12 s, peak 171 bpm" in text
+    assert "1 run(s)" in text and "ana: 12 s, peak 171 bpm" in text
     assert f"file: {html.resolve()}" in text
 
 
