@@ -2,7 +2,7 @@
 episode state in OpenSearch -> SNS (the emulator) -> the alert log queue set-up subscribed ->
 ``hrnb.alerts``. Redelivery (a checkpoint rewound to the start) sends nothing twice; a worker
 killed mid-episode (before the publish, or between the publish and the state write) misses no
-episode."""
+episode; SNS refusing publishes for a while delays the notification, never loses it."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ import psutil
 import pytest
 from e2e_helpers import Pipeline, say
 from support import wait_until
-from support.faultproxy import Delay, Drop, FaultProxy, path_matches
+from support.faultproxy import Delay, Drop, FaultProxy, Respond, path_matches
 
 from hrnb import alerts
+from hrnb.clients import aws_client
 from hrnb.provision import EventSourceOptions
 from hrnb.wire.records import encode_record, make_record
 
@@ -145,3 +146,36 @@ def test_a_lost_state_write_resends_the_same_episode_which_listing_dedupes(
     delivered = notifications(pipe)
     assert len(delivered) == 2 and len({n.message_id for n in delivered}) == 2
     assert len(alerts.episodes(delivered)) == 1
+
+
+def test_sns_refusing_publishes_hands_the_batch_back_and_the_episode_is_notified_after(
+        pipeline: PipelineFactory) -> None:
+    """SNS answers 503 to the first three publishes (through a FaultProxy the function's
+    SNS_ENDPOINT points at): the batch is handed back and retried, nothing is notified
+    meanwhile, and once SNS answers the episode is notified once and every sample indexed."""
+    pipe = pipeline(shards=1, options=EventSourceOptions(batch_size=50))
+    sns = FaultProxy(str(pipe.settings.resolved_aws_endpoint_url))
+    sns.start()
+    try:
+        sns.set_fault(Respond(503, b"<ErrorResponse><Error><Code>ServiceUnavailable</Code>"
+                              b"</Error></ErrorResponse>", content_type="text/xml", times=3))
+        lam = aws_client(pipe.settings, "lambda")
+        variables = lam.get_function_configuration(
+            FunctionName=pipe.settings.function_name)["Environment"]["Variables"]
+        lam.update_function_configuration(
+            FunctionName=pipe.settings.function_name,
+            Environment={"Variables": {**variables, "SNS_ENDPOINT": sns.url}})
+        wait_until(lambda: "redeployed" in pipe.poller.log_path.read_text(), timeout_s=60,
+                   what="the function redeployed with the proxied SNS endpoint")
+        records = recorded("e2e-s", EPISODE)
+        pipe.put_raw(records, "e2e-s")
+        wait_until(lambda: sns.counters().responded >= 3, timeout_s=90,
+                   what="three publishes refused")
+        wait_notified(pipe, 1)
+        pipe.wait_indexed(len(records))
+        delivered = notifications(pipe)
+        assert len(delivered) == 1, [n.episode_id for n in delivered]
+        assert sns.counters().by_status.get(503) == 3
+        assert pipe.poller.discarded(pipe.mapping_uuid) == []  # retried, never given up
+    finally:
+        sns.stop()
