@@ -555,6 +555,8 @@ class Alerter:
         for document in documents:
             samples.setdefault(document["athlete_id"], []).append(
                 (document["timestamp"], document["heart_rate"]))
+        if not samples:  # every record dead-lettered or handed back: nothing to advance
+            return []
         published: dict[str, Episode] = {}
         pending = set(samples)
         for _ in range(_STATE_CONFLICT_RETRIES + 1):
