@@ -394,7 +394,7 @@ def test_indexed_panel_reports_a_missing_index_and_keeps_polling(settings, caplo
                                   probe_every_s=0.05, redraw_every_s=0.05, clock=clock)
         dashboard.on_item(sample(0, 120))
         await dashboard.start()
-        assert len(dashboard._tasks) == 3
+        assert len(dashboard._tasks) == 4
         await asyncio.sleep(0.6)  # ~10 polls per loop: a repeated failure must be told once
         await dashboard.stop()
         return dashboard
@@ -404,7 +404,9 @@ def test_indexed_panel_reports_a_missing_index_and_keeps_polling(settings, caplo
     assert not dashboard.running
     assert dashboard.status is not None and "does not exist yet" in dashboard.status.error
     assert "does not exist yet" in dashboard.indexed.value
-    # polled about ten times, told once per loop
+    # polled about ten times, told once per loop (alerts are not set up for this prefix either)
     warnings = [r.getMessage() for r in caplog.records if r.name.startswith("hrnb.live")]
-    assert len(warnings) == 2, warnings
-    assert {w.split(":")[0] for w in warnings} == {"live index poll", "live searchable probe"}
+    assert len(warnings) == 3, warnings
+    assert {w.split(":")[0] for w in warnings} == {"live index poll", "live searchable probe",
+                                                   "live alerts poll"}
+    assert "does not exist: run hrnb setup" in dashboard.notified.value

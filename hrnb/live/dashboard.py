@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 
 from hrnb import alerts
 from hrnb.config import Settings
-from hrnb.errors import QueryError
+from hrnb.errors import HrnbError, QueryError
 from hrnb.live.export import DEBIAN_CHROMIUM, export_html, export_png
 from hrnb.live.indexed import IndexedStatus, check_index, indexed_html
 from hrnb.live.model import (
@@ -216,7 +216,11 @@ class LiveDashboard:
         """Move newly delivered notifications into the log (a worker thread); show them."""
         if self.settings is None:
             raise QueryError("the notifications panel needs settings")
-        listed = await asyncio.to_thread(alerts.delivered, self.settings)
+        try:
+            listed = await asyncio.to_thread(alerts.delivered, self.settings)
+        except HrnbError as exc:  # alerts not set up for this prefix, say: one line, not a trace
+            self.notified.value = f"<b>Notified</b> <small>{html.escape(str(exc))}</small>"
+            raise QueryError(f"alert notifications: {exc}") from exc
         self.notified.value = notified_html(listed)
         return listed
 
