@@ -16,7 +16,7 @@ from typing import Any
 
 from e2e_helpers import Key, PollerProcess, say
 from opensearchpy import helpers
-from support import admin_opensearch, wait_until
+from support import admin_opensearch, free_port, wait_until
 
 from hrnb import provision
 from hrnb.config import Settings
@@ -86,7 +86,9 @@ class PrivateServices:
     so the test may stop and start them; ``settings`` points at them."""
 
     def __init__(self, base: Settings, home: Path, aws_port: int, opensearch_port: int) -> None:
+        # A free port of its own for a secured node too: the one after the front's may be taken.
         self.settings = base.with_overrides(aws_port=aws_port, opensearch_port=opensearch_port,
+                                            opensearch_node_port=free_port(),
                                             aws_endpoint_url=None, opensearch_url=None,
                                             state_dir=home / "services")
 
