@@ -139,7 +139,7 @@ def test_tampered_and_wrongly_keyed_requests_are_refused(
     wrong_secret = signed(secured, auth.access_id, "not-the-secret")
     refused = authinfo(secured, wrong_secret)
     assert refused.status_code == 403 and "signature" in refused.json()["message"]
-    unknown = authinfo(secured, signed(secured, "AKIAUNKNOWN0000000000", "x" * 40))
+    unknown = authinfo(secured, signed(secured, "hrnb-test-unknown-key", "x" * 40))
     assert unknown.status_code == 403 and "unknown access key" in unknown.json()["message"]
 
 

@@ -31,8 +31,8 @@ def botocore_headers(credentials: Credentials, host: str, path: str, query: str,
 
 
 @pytest.mark.parametrize("credentials", [
-    Credentials("AKIAHRNBSTATIC000001", "static-secret/with+chars"),
-    Credentials("ASIAHRNBSESSION00001", "session-secret", "token/with+=chars and  spaces"),
+    Credentials("hrnb-test-static-key", "static-secret/with+chars"),
+    Credentials("hrnb-test-session-key-1", "session-secret", "token/with+=chars and  spaces"),
 ], ids=["long-term", "session"])
 @pytest.mark.parametrize(("host", "path", "headers"), [
     ("search-hr.ap-south-1.es.amazonaws.com", "/heart_rate/_bulk",
@@ -50,8 +50,8 @@ def test_signatures_are_byte_equal_to_botocores(credentials: Credentials, host: 
 
 
 def test_refreshed_credentials_and_a_new_day_derive_a_new_key() -> None:
-    first = Credentials("ASIAHRNBSESSION00001", "first-secret", "first-token")
-    second = Credentials("ASIAHRNBSESSION00002", "second-secret", "second-token")
+    first = Credentials("hrnb-test-session-key-1", "first-secret", "first-token")
+    second = Credentials("hrnb-test-session-key-2", "second-secret", "second-token")
     signer = SigV4Signer(first, "ap-south-1", "es")
     signer.sign("POST", "h", "/i/_bulk", QUERY, {}, BODY, now=AT)
 
