@@ -23,8 +23,10 @@ Per batch:
 - bad records (not base64, not JSON, schema violations, implausible heart rate or time) go to the
   dead-letter index with the raw payload, the reason and their Kinesis coordinates, keyed by the
   record's stream position so redelivery never duplicates them; they never fail the batch;
-- the batch becomes one ``_bulk`` body built here as bytes (split only past 1,000 actions or
-  5 MiB), posted with one signed request; the per-item answers are matched back by position;
+- the batch becomes ``_bulk`` bodies built here as bytes, posted with signed requests on
+  keep-alive connections; the per-item answers are matched back by position. From 50 records
+  up it goes out in two halves, the second decoded while the node indexes the first (two
+  requests in flight; each request at most 1,000 actions and 5 MiB);
 - items OpenSearch could not take for now (429, 5xx, timeouts, an outage) are returned as
   ``batchItemFailures`` so Lambda retries from the first of them and nothing is lost;
 - with ``ALERT_TOPIC_ARN`` set (set-up sets it, with ``ALERT_STATE_INDEX``, ``SNS_ENDPOINT`` and
@@ -36,8 +38,8 @@ Per batch:
 Lean on purpose (``bench/bench_handler.py`` measures each choice; docs/benchmarks/handler.md):
 Powertools only for its Logger; no Kinesis data classes and no opensearch-py, whose per-item work
 cost more than the bulk round trip they wrap; no requests or requests-aws4auth, whose import alone
-took 126-222 ms of a cold start, so the request goes over the stdlib's http.client on one keep-alive
-connection, signed by ``hrnb.wire.sigv4`` (checked byte for byte against botocore). The zips carry
+took 126-222 ms of a cold start, so requests go over the stdlib's http.client on keep-alive
+connections, signed by ``hrnb.wire.sigv4`` (checked byte for byte against botocore). The zips carry
 python3.12 bytecode, so a cold start compiles nothing. Per record (CPU, without the round
 trip, batch 500): the fast path checks a payload in 3.6 µs where ``json.loads`` and the field
 checks take 9.8, and skips encoding the document (5.1); an all-written ``_bulk`` answer is read
@@ -58,8 +60,8 @@ import re
 import select
 import ssl
 import time
-from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict, cast
@@ -91,6 +93,9 @@ _AUTH_NOT_YET = frozenset({401, 403})
 #: Bulk requests stay well under the smallest domain's 10 MiB HTTP payload limit.
 _MAX_BULK_BYTES = 5 * 1024 * 1024
 _MAX_BULK_ACTIONS = 1000
+#: Requests awaiting their answers at once, and the smallest part of a batch sent alone.
+_REQUESTS_IN_FLIGHT = 2
+_MIN_PIPELINED_PART = 25
 #: 429 items are retried in place this many times, after 0.2 s then 0.4 s, before Lambda retries.
 _BULK_429_RETRIES = 2
 _BULK_429_BACKOFF_S = 0.2
@@ -296,11 +301,24 @@ def bulk_chunks(deliveries: Sequence[Delivery]) -> Iterator[tuple[list[Delivery]
         yield chunk, lines
 
 
-class Transport:
-    """SigV4-signed requests on one keep-alive connection to the domain (stdlib http.client).
+def pipeline_parts(records: Sequence[Mapping[str, Any]]) -> list[Sequence[Mapping[str, Any]]]:
+    """The batch in the parts it is decoded and posted in: halves from
+    ``2 * _MIN_PIPELINED_PART`` records up (the second decoded while the node indexes the
+    first), else whole. A smaller part would cost the node more than the overlap saves."""
+    if len(records) < 2 * _MIN_PIPELINED_PART:
+        return [records]
+    half = (len(records) + 1) // 2
+    return [records[:half], records[half:]]
 
-    HTTPS verifies the node's certificate against the default trust store: the system's on
-    AWS, and ``SSL_CERT_FILE`` (the local CA) on the local stack.
+
+class Transport:
+    """SigV4-signed requests to one host on keep-alive connections (stdlib http.client): one per
+    request in flight, kept for the container's later requests.
+
+    :meth:`send` signs and sends a request and returns at once; :meth:`Exchange.answer` reads
+    the answer, so the caller can work while the server does (the indexer decodes the next part
+    of a batch). HTTPS verifies the node's certificate against the default trust store: the
+    system's on AWS, and ``SSL_CERT_FILE`` (the local CA) on the local stack.
     """
 
     def __init__(self, endpoint: str, signer: SigV4Signer) -> None:
@@ -310,21 +328,22 @@ class Transport:
                               setting="OPENSEARCH_ENDPOINT")
         self.host = parts.netloc
         self.signer = signer
-        self._connection: http.client.HTTPConnection = (
-            http.client.HTTPSConnection(parts.hostname, parts.port,
-                                        context=ssl.create_default_context())
-            if parts.scheme == "https" else http.client.HTTPConnection(parts.hostname, parts.port))
+        self._hostname, self._port = parts.hostname, parts.port
+        self._tls = ssl.create_default_context() if parts.scheme == "https" else None
+        self._idle: list[http.client.HTTPConnection] = []  # connected or not, no request pending
 
     def post(self, path: str, query: str, body: bytes, timeout_s: float,
              content_type: str = "application/json") -> tuple[int, bytes]:
         """(status, body) of a signed POST; OSError or HTTPException when no answer came."""
+        return self.send(path, query, body, timeout_s, content_type).answer()
+
+    def send(self, path: str, query: str, body: bytes, timeout_s: float,
+             content_type: str = "application/json") -> Exchange:
+        """Sign and send a POST on an idle connection (a new one if none is idle); a failure
+        to send is raised by the exchange's :meth:`~Exchange.answer`, like one to answer."""
         headers = self.signer.sign("POST", self.host, path, query,
                                    {"Content-Type": content_type}, body)
-        return self._exchange(f"{path}?{query}", body, headers, timeout_s)
-
-    def _exchange(self, target: str, body: bytes, headers: dict[str, str],
-                  timeout_s: float) -> tuple[int, bytes]:
-        connection = self._connection
+        connection = self._idle.pop() if self._idle else self._connection()
         if connection.sock is not None and select.select([connection.sock], [], [], 0)[0]:
             # An idle keep-alive connection that reads as ready was closed by the other end:
             # a new one, never a request sent into a dead socket (urllib3 checks the same).
@@ -333,12 +352,44 @@ class Transport:
         if connection.sock is not None:
             connection.sock.settimeout(timeout_s)
         try:
-            connection.request("POST", target, body=body, headers=headers)
+            connection.request("POST", f"{path}?{query}", body=body, headers=headers)
+        except (OSError, http.client.HTTPException) as exc:
+            connection.close()
+            return Exchange(self, connection, exc)
+        except BaseException:
+            connection.close()
+            raise
+        return Exchange(self, connection)
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._tls is None:
+            return http.client.HTTPConnection(self._hostname, self._port)
+        return http.client.HTTPSConnection(self._hostname, self._port, context=self._tls)
+
+
+class Exchange:
+    """A request sent on one of a transport's connections, its answer not yet read."""
+
+    def __init__(self, transport: Transport, connection: http.client.HTTPConnection,
+                 failure: OSError | http.client.HTTPException | None = None) -> None:
+        self._transport = transport
+        self._connection = connection
+        self._failure = failure
+
+    def answer(self) -> tuple[int, bytes]:
+        """(status, body); the connection goes back to the transport either way (closed if the
+        exchange failed: the next request opens a new one)."""
+        connection = self._connection
+        try:
+            if self._failure is not None:
+                raise self._failure
             response = connection.getresponse()
             return response.status, response.read()
         except BaseException:
             connection.close()
             raise
+        finally:
+            self._transport._idle.append(connection)
 
 
 class Indexer:
@@ -377,9 +428,12 @@ class Indexer:
     ) -> Outcome:
         outcome = Outcome()
         ingested_at = format_timestamp(now)
-        deliveries = [to_delivery(record, self.config, now, ingested_at) for record in records]
+        # Decoded part by part, as _send asks for them: the second part while the first is
+        # being indexed (docs/benchmarks/handler.md).
+        parts = ([to_delivery(record, self.config, now, ingested_at) for record in part]
+                 for part in pipeline_parts(records))
         rejected: list[tuple[Delivery, str]] = []
-        for delivery, status, result in self._send(deliveries, request_timeout_s):
+        for delivery, status, result in self._send(parts, request_timeout_s):
             if status == "ok":
                 self._count_success(delivery, result, outcome)
             elif status == "rejected" and not delivery.dead_letter:
@@ -392,7 +446,7 @@ class Indexer:
                         reason=f"OpenSearch rejected the document ({reason})")
             for delivery, reason in rejected
         ]
-        for delivery, status, result in self._send(second_round, request_timeout_s):
+        for delivery, status, result in self._send([second_round], request_timeout_s):
             if status == "ok":
                 self._count_success(delivery, result, outcome)
             else:
@@ -400,48 +454,66 @@ class Indexer:
         return outcome
 
     def _send(
-        self, deliveries: Sequence[Delivery], request_timeout_s: float
+        self, parts: Iterable[Sequence[Delivery]], request_timeout_s: float
     ) -> Iterator[tuple[Delivery, str, str]]:
-        """Yield (delivery, "ok" | "retry" | "rejected", detail) once per delivery.
+        """Yield (delivery, "ok" | "retry" | "rejected", detail) once per delivery, in order.
 
-        Items answered 429 are posted again in place (twice at most, backing off) before they
-        are handed back.
+        Each part goes out as soon as it is made, in ``_bulk`` chunks, with up to
+        ``_REQUESTS_IN_FLIGHT`` requests awaiting their answers: the next part is made while the
+        node indexes the last. Items answered 429 are posted again in place (twice at most,
+        backing off) before they are handed back.
         """
-        for chunk, lines in bulk_chunks(deliveries):
-            for attempt in range(_BULK_429_RETRIES + 1):
-                if attempt:
-                    time.sleep(_BULK_429_BACKOFF_S * 2 ** (attempt - 1))
-                throttled: list[Delivery] = []
-                throttled_lines: list[str] = []
-                last = attempt == _BULK_429_RETRIES
-                items = self._post("".join(lines).encode(), len(chunk), request_timeout_s)
-                if isinstance(items, tuple):  # every item written: their results alone
-                    for delivery, result in zip(chunk, items, strict=True):
-                        yield delivery, "ok", result
-                    break
-                for delivery, entry, item in zip(chunk, lines, items, strict=True):
-                    status = item.get("status", 500)
-                    if isinstance(status, int) and 200 <= status < 300:
-                        yield delivery, "ok", str(item.get("result", ""))
-                    elif status == 429 and not last:
-                        throttled.append(delivery)
-                        throttled_lines.append(entry)
-                    elif _is_retryable(status) or _no_alias(item):
-                        yield delivery, "retry", str(status)
-                    else:
-                        yield delivery, "rejected", _describe_error(item)
-                if not throttled:
-                    break
-                chunk, lines = throttled, throttled_lines
+        in_flight: deque[tuple[list[Delivery], list[str], Exchange]] = deque()
+        for part in parts:
+            for chunk, lines in bulk_chunks(part):
+                if len(in_flight) == _REQUESTS_IN_FLIGHT:
+                    yield from self._settle(*in_flight.popleft(), request_timeout_s)
+                in_flight.append((chunk, lines, self._start(lines, request_timeout_s)))
+        while in_flight:
+            yield from self._settle(*in_flight.popleft(), request_timeout_s)
 
-    def _post(self, body: bytes, count: int,
-              request_timeout_s: float) -> list[dict[str, Any]] | tuple[str, ...]:
-        """One signed ``_bulk`` request: its per-item answers, or ``count`` copies of the
-        request's own failure (status "N/A" or "TIMEOUT" when no answer came); when the node
-        says no item failed, just each item's result (``created``, ``updated``)."""
+    def _settle(self, chunk: list[Delivery], lines: list[str], exchange: Exchange,
+                request_timeout_s: float) -> Iterator[tuple[Delivery, str, str]]:
+        """The results of one sent chunk, its throttled items posted again in place."""
+        for attempt in range(_BULK_429_RETRIES + 1):
+            if attempt:
+                time.sleep(_BULK_429_BACKOFF_S * 2 ** (attempt - 1))
+                exchange = self._start(lines, request_timeout_s)
+            throttled: list[Delivery] = []
+            throttled_lines: list[str] = []
+            last = attempt == _BULK_429_RETRIES
+            items = self._answer(exchange, len(chunk))
+            if isinstance(items, tuple):  # every item written: their results alone
+                for delivery, result in zip(chunk, items, strict=True):
+                    yield delivery, "ok", result
+                return
+            for delivery, entry, item in zip(chunk, lines, items, strict=True):
+                status = item.get("status", 500)
+                if isinstance(status, int) and 200 <= status < 300:
+                    yield delivery, "ok", str(item.get("result", ""))
+                elif status == 429 and not last:
+                    throttled.append(delivery)
+                    throttled_lines.append(entry)
+                elif _is_retryable(status) or _no_alias(item):
+                    yield delivery, "retry", str(status)
+                else:
+                    yield delivery, "rejected", _describe_error(item)
+            if not throttled:
+                return
+            chunk, lines = throttled, throttled_lines
+
+    def _start(self, lines: list[str], request_timeout_s: float) -> Exchange:
+        """Send one signed ``_bulk`` request with these lines; its answer is read later."""
+        return self.transport.send(self.bulk_path, self.bulk_query, "".join(lines).encode(),
+                                   request_timeout_s)
+
+    @staticmethod
+    def _answer(exchange: Exchange, count: int) -> list[dict[str, Any]] | tuple[str, ...]:
+        """A ``_bulk`` request's per-item answers, or ``count`` copies of the request's own
+        failure (status "N/A" or "TIMEOUT" when no answer came); when the node says no item
+        failed, just each item's result (``created``, ``updated``)."""
         try:
-            status, content = self.transport.post(self.bulk_path, self.bulk_query, body,
-                                                  request_timeout_s)
+            status, content = exchange.answer()
         except TimeoutError as exc:
             return [{"status": "TIMEOUT", "error": str(exc)}] * count
         except (OSError, http.client.HTTPException) as exc:
