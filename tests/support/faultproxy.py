@@ -13,7 +13,7 @@ networks and services do::
         proxy.set_fault(Respond.kinesis_error("ProvisionedThroughputExceededException"))
         proxy.set_fault(Respond(429, b'{"status":429}', match=path_matches(r"/_bulk")))
         proxy.set_fault(None)                          # healthy again
-        proxy.counters()                               # what it saw and did
+        proxy.counters()                               # what it saw and did, how many at once
 
 Faults act on requests (except :class:`Refuse`, which closes the listening socket so new
 connections get ECONNREFUSED, and drops kept-alive ones at their next request). ``match``
@@ -164,6 +164,7 @@ class ProxyCounters:
     delayed: int = 0
     responded: int = 0  # answered by the proxy itself (Respond)
     failed_entries: int = 0  # PutRecords entries answered as failed (FailEntries)
+    most_in_flight: int = 0  # the most requests handled at the same time (pipelining clients)
     by_status: Mapping[int, int] = field(default_factory=dict)  # statuses sent to clients
 
 
@@ -194,6 +195,7 @@ class FaultProxy:
         self._rng = random.Random()
         self._counts: dict[str, int] = {}
         self._statuses: dict[int, int] = {}
+        self._in_flight = 0  # requests being handled now (not reset with the counters)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._clients: set[socket.socket] = set()  # open client connections
@@ -398,6 +400,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         proxy = self.server.proxy
+        with proxy._lock:
+            proxy._in_flight += 1
+            most = proxy._counts.get("most_in_flight", 0)
+            proxy._counts["most_in_flight"] = max(most, proxy._in_flight)
+        try:
+            self._handle_request(proxy)
+        finally:
+            with proxy._lock:
+                proxy._in_flight -= 1
+
+    def _handle_request(self, proxy: FaultProxy) -> None:
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
         request = RequestInfo(
