@@ -23,7 +23,7 @@ from lambda_helpers import (
     good_record,
     handler_environment,
 )
-from support.faultproxy import Refuse, Respond, path_matches
+from support.faultproxy import Delay, Drop, Matcher, Refuse, Respond, path_matches
 from support.sigv4_gateway import KnownCredentials, SigV4Gateway
 
 from hrnb.config import Settings
@@ -56,6 +56,19 @@ def assert_no_secrets(log_path: Path) -> None:
 
 def sequence_numbers(records: list[dict[str, Any]]) -> list[str]:
     return [record["SequenceNumber"] for record in records]
+
+
+def carrying(doc_id: str) -> Matcher:
+    """Match the ``_bulk`` request that holds the document ``doc_id`` (one half of a batch)."""
+    action = f'"_id":{json.dumps(doc_id)}'.encode()
+    return lambda request: action in request.body
+
+
+def from_first_failure(records: list[dict[str, Any]], payload: Any) -> list[dict[str, Any]]:
+    """What Lambda delivers next: the batch from the first record handed back, onwards."""
+    failed = {item["itemIdentifier"] for item in payload["batchItemFailures"]}
+    first = next(n for n, record in enumerate(records) if record["SequenceNumber"] in failed)
+    return records[first:]
 
 
 @pytest.fixture
@@ -387,7 +400,102 @@ def test_a_batch_past_a_thousand_records_is_posted_in_two_bulk_requests(
     result = worker.invoke(batch.event())
 
     assert result.payload == {"batchItemFailures": []}
-    assert gateway.accepted == 2  # 1,000 actions, then 200, each request signed
+    assert gateway.accepted == 2  # two halves of 600 (under 1,000 actions), each signed
     assert gateway.rejections() == []
     ids = {hit["_id"] for hit in documents(opensearch, indices.name)}
     assert ids == {f"athlete-1/s-big/{seq}" for seq in range(1200)}
+
+
+def test_a_batch_of_a_hundred_goes_out_as_two_requests_in_flight_at_once(
+    settings: Settings, opensearch: Any, indices: Indices, start_worker: Callable[..., Any],
+    through_stream: Callable[..., Any], gateway: SigV4Gateway,
+) -> None:
+    batch = through_stream(encoded([good_record("s-pipe", seq) for seq in range(100)]))
+    worker = start_worker(handler_environment(settings, gateway.url, indices))
+    # The first half is still held when the second arrives.
+    gateway.set_fault(Delay(0.5, match=path_matches(r"/_bulk")))
+
+    result = worker.invoke(batch.event())
+
+    assert result.payload == {"batchItemFailures": []}
+    assert gateway.counters().most_in_flight == 2
+    assert gateway.accepted == 2
+    ids = [hit["_id"] for hit in documents(opensearch, indices.name)]
+    assert sorted(ids) == sorted(f"athlete-1/s-pipe/{seq}" for seq in range(100))
+
+
+def test_a_503_to_one_half_hands_back_that_half_only_and_redelivery_indexes_each_record_once(
+    settings: Settings, opensearch: Any, indices: Indices, start_worker: Callable[..., Any],
+    through_stream: Callable[..., Any], gateway: SigV4Gateway,
+) -> None:
+    batch = through_stream(encoded([good_record("s-503-half", seq) for seq in range(100)]))
+    worker = start_worker(handler_environment(settings, gateway.url, indices))
+    gateway.set_fault(Respond(503, b'{"status":503}', match=carrying("athlete-1/s-503-half/0"),
+                              times=1))
+
+    during = worker.invoke(batch.event())
+
+    assert during.payload == {"batchItemFailures": [
+        {"itemIdentifier": seq} for seq in sequence_numbers(batch.records[:50])]}
+    assert sorted(hit["_id"] for hit in documents(opensearch, indices.name)) == sorted(
+        f"athlete-1/s-503-half/{seq}" for seq in range(50, 100))
+
+    gateway.clear()
+    after = worker.invoke(batch.event(from_first_failure(batch.records, during.payload)))
+
+    assert after.payload == {"batchItemFailures": []}
+    ids = [hit["_id"] for hit in documents(opensearch, indices.name)]
+    assert sorted(ids) == sorted(f"athlete-1/s-503-half/{seq}" for seq in range(100))
+
+
+def test_an_answer_lost_after_the_node_wrote_the_second_half_is_retried_without_duplicates(
+    settings: Settings, opensearch: Any, indices: Indices, start_worker: Callable[..., Any],
+    through_stream: Callable[..., Any], gateway: SigV4Gateway,
+) -> None:
+    batch = through_stream(encoded([good_record("s-lost-half", seq) for seq in range(100)]))
+    worker = start_worker(handler_environment(settings, gateway.url, indices))
+    gateway.set_fault(Drop(after_forward=True, match=carrying("athlete-1/s-lost-half/50"),
+                           times=1))
+
+    during = worker.invoke(batch.event())
+
+    assert during.payload == {"batchItemFailures": [
+        {"itemIdentifier": seq} for seq in sequence_numbers(batch.records[50:])]}
+    assert gateway.counters().dropped == 1
+    assert len(documents(opensearch, indices.name)) == 100  # the node did write the second half
+
+    gateway.clear()
+    after = worker.invoke(batch.event(from_first_failure(batch.records, during.payload)))
+
+    assert after.payload == {"batchItemFailures": []}
+    ids = [hit["_id"] for hit in documents(opensearch, indices.name)]
+    assert sorted(ids) == sorted(f"athlete-1/s-lost-half/{seq}" for seq in range(100))
+
+
+def test_throttled_items_in_the_first_half_are_retried_in_place_while_the_second_is_in_flight(
+    settings: Settings, opensearch: Any, indices: Indices, start_worker: Callable[..., Any],
+    through_stream: Callable[..., Any], gateway: SigV4Gateway,
+) -> None:
+    throttled_seqs = (3, 17, 41)
+    batch = through_stream(encoded([good_record("s-429-half", seq) for seq in range(100)]))
+    worker = start_worker(handler_environment(settings, gateway.url, indices))
+    gateway.fail_bulk_items(lambda _meta, source: (source or {}).get("seq") in throttled_seqs)
+    # The second half is held until the first half's in-place retries (0.2 s, 0.4 s) are done.
+    gateway.set_fault(Delay(1.0, match=carrying("athlete-1/s-429-half/50"), times=1))
+
+    during = worker.invoke(batch.event())
+
+    assert during.payload == {"batchItemFailures": [
+        {"itemIdentifier": batch.records[seq]["SequenceNumber"]} for seq in throttled_seqs]}
+    assert gateway.items_failed == 3 * 3  # the first try and two in-place retries
+    assert gateway.counters().most_in_flight == 2
+    assert sorted(hit["_id"] for hit in documents(opensearch, indices.name)) == sorted(
+        f"athlete-1/s-429-half/{seq}" for seq in range(100) if seq not in throttled_seqs)
+
+    gateway.fail_bulk_items(None)
+    after = worker.invoke(batch.event(from_first_failure(batch.records, during.payload)))
+
+    assert after.payload == {"batchItemFailures": []}
+    ids = [hit["_id"] for hit in documents(opensearch, indices.name)]
+    assert sorted(ids) == sorted(f"athlete-1/s-429-half/{seq}" for seq in range(100))
+    assert gateway.rejections() == []
