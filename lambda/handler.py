@@ -755,10 +755,7 @@ def notify_episodes(records: Sequence[Mapping[str, Any]], outcome: Outcome,
     if alerts is None or not records:
         return
     first_failed = min((int(seq) for seq in outcome.failed), default=None)
-    # In stream order: an item written on an in-place retry after a 429 is counted after the
-    # items behind it, and episodes need each athlete's samples in order.
-    written = sorted(outcome.indexed, key=lambda delivery: int(delivery.sequence_number))
-    documents = [delivery.document for delivery in written
+    documents = [delivery.document for delivery in outcome.indexed
                  if first_failed is None or int(delivery.sequence_number) < first_failed]
     try:
         outcome.alerts = len(alerts.process(documents, request_timeout_s))
