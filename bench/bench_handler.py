@@ -6,8 +6,11 @@ the same documents and ids, and the same OpenSearch node:
 - **plain**: the documents the handler would write, serialised into ``_bulk`` bodies beforehand
   and posted unsigned, one request per batch, on one keep-alive connection from this process;
   only the status and the answer's ``"errors":false`` are checked (no JSON parsing);
+- **plain, halves**: the same bodies cut in two, both halves in flight at once on two
+  connections: what the node takes from two requests without any decoding;
 - **handler**: ``lambda/handler.py`` as built by ``infra_scripts/build_lambda.py``, run by
-  ``hrnb.local.worker`` on python3.12: decoding, validation, SigV4 signing, per-item answers;
+  ``hrnb.local.worker`` on python3.12: decoding, validation, SigV4 signing, per-item answers
+  (a batch of 50 or more in two halves, two requests in flight);
 - **before** (with ``--before SRC``): the handler of another source tree (a checkout of an
   earlier commit), built and run the same way.
 
@@ -75,6 +78,19 @@ from hrnb.wire.records import (  # noqa: E402
 from infra_scripts.build_lambda import build  # noqa: E402
 
 BATCH_SIZES = (100, 500)
+
+
+def _whole(records: Sequence[Any]) -> list[Sequence[Any]]:
+    return [records]
+
+
+def _halves(records: Sequence[Any]) -> list[Sequence[Any]]:
+    half = (len(records) + 1) // 2
+    return [records[:half], records[half:]]
+
+
+#: The plain approaches: one request per batch, and the batch's halves in flight at once.
+PLAIN = {"plain": _whole, "plain, halves": _halves}
 ROLE_ARN = "arn:aws:iam::123456789012:role/hrnb-bench-indexer"
 MEMORY_MB = 128
 #: AWS Lambda list price, x86, us-east-1, first pricing tier (aws.amazon.com/lambda/pricing).
@@ -109,26 +125,33 @@ class Approach:
 
 
 class PlainBulk:
-    """Pre-serialised, unsigned ``_bulk`` bodies on one keep-alive connection."""
+    """Pre-serialised, unsigned ``_bulk`` bodies on keep-alive connections: one request per
+    batch (*plain*), or the batch's halves in flight at once on two (*plain, halves*)."""
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
-        self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        self.connections = [http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+                            for _ in range(2)]
 
-    def post(self, index: str, body: bytes) -> tuple[float, bytes]:
+    def post(self, index: str, *bodies: bytes) -> tuple[float, bytes]:
+        """Seconds from the first request sent to the last answer read, and the first answer."""
         started = time.perf_counter()
-        self.connection.request("POST", f"/{index}/_bulk", body=body,
-                                headers={"Content-Type": "application/json"})
-        response = self.connection.getresponse()
-        answer = response.read()
-        seconds = time.perf_counter() - started
-        if response.status != 200 or b'"errors":false' not in answer[:64]:
-            raise SystemExit(f"plain _bulk failed: {response.status} {answer[:300]!r}")
-        return seconds, answer
+        for connection, body in zip(self.connections, bodies, strict=False):
+            connection.request("POST", f"/{index}/_bulk", body=body,
+                               headers={"Content-Type": "application/json"})
+        answers = []
+        for connection, _ in zip(self.connections, bodies, strict=False):
+            response = connection.getresponse()
+            answers.append(response.read())
+            if response.status != 200 or b'"errors":false' not in answers[-1][:64]:
+                raise SystemExit(f"plain _bulk failed: {response.status} {answers[-1][:300]!r}")
+        return time.perf_counter() - started, answers[0]
 
 
 def plain_body(index: str, records: Sequence[Mapping[str, Any]], now: datetime) -> bytes:
     """The documents and ids the handler writes for these event records, as one ``_bulk`` body."""
+    if not records:
+        return b""
     lines = []
     for record in records:
         kinesis = record["kinesis"]
@@ -355,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress(f"writing {args.records} records to the emulated stream and reading them back")
         records, stream_arn, shard_id = stream_records(settings, args.records)
 
-        approaches = {name: Approach(name) for name in ("plain", *deployments)}
+        approaches = {name: Approach(name) for name in (*PLAIN, *deployments)}
         answers: dict[int, tuple[list[KinesisEvent], bytes, bytes]] = {}
         cold_index = f"hrnb-bench-cold-{uuid.uuid4().hex[:6]}"
         created: list[str] = [cold_index]
@@ -380,13 +403,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         stream_arn=stream_arn, region=settings.region,
                                         role_arn=ROLE_ARN)
                           for i in range(0, len(records), size)]
-                indices = {name: f"hrnb-bench-{name}-{size}-{uuid.uuid4().hex[:6]}"
+                indices = {name: f"hrnb-bench-{name.replace(', ', '-')}-{size}-"
+                                 f"{uuid.uuid4().hex[:6]}"
                            for name in approaches}
                 for index in indices.values():
                     write_aliases(opensearch, index)
                     created.append(index)
                 now = datetime.now(UTC)
-                bodies = [plain_body(indices["plain"], event["Records"], now) for event in events]
+                bodies = {name: [tuple(plain_body(indices[name], part, now)
+                                       for part in parts(event["Records"]))
+                                 for event in events]
+                          for name, parts in PLAIN.items()}
                 workers = {name: worker_for(deployment, python,
                                             function_environment(settings, indices[name]),
                                             work / f"{indices[name]}.log")
@@ -398,13 +425,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     names = list(approaches)
                     for round_number in range(args.rounds):
                         timings: dict[str, list[tuple[str, float]]] = {n: [] for n in names}
-                        for number, (event, body) in enumerate(zip(events, bodies, strict=True)):
+                        for number, event in enumerate(events):
                             shift = (round_number + number) % len(names)
                             for name in names[shift:] + names[:shift]:
-                                if name == "plain":
-                                    seconds, answer = plain.post(indices["plain"], body)
+                                if name in PLAIN:
+                                    seconds, answer = plain.post(indices[name],
+                                                                 *bodies[name][number])
                                     timings[name].append(("", seconds))
-                                    if number == 0:  # "created" items, then "updated" ones
+                                    if number == 0 and name == "plain":
+                                        # "created" items, then "updated" ones
                                         first = answers.get(size, (events, answer))[1]
                                         answers[size] = (events, first, answer)
                                     continue
@@ -413,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     raise SystemExit(f"{name} failed: {result.error}")
                                 timings[name].append((result.request_id, 0.0))
                         for name in names:
-                            if name != "plain":
+                            if name not in PLAIN:
                                 billed = billed_ms(workers[name].log_path)
                                 timings[name] = [(rid, billed[rid] / 1000)
                                                  for rid, _ in timings[name]]
@@ -462,6 +491,7 @@ def render(approaches: Mapping[str, Approach], cpu: Mapping[str, Mapping[str, fl
            load: tuple[Sequence[float], Sequence[float]],
            sizes: Mapping[str, Mapping[str, tuple[int, int]]]) -> str:
     handler, plain = approaches["handler"], approaches["plain"]
+    halves = approaches["plain, halves"]
     before = approaches.get("before")
     command = (f"python bench/bench_handler.py --records {args.records} --rounds {args.rounds} "
                f"--cold-samples {args.cold_samples} --cpu-rounds {args.cpu_rounds}")
@@ -487,11 +517,17 @@ def render(approaches: Mapping[str, Approach], cpu: Mapping[str, Mapping[str, fl
         "Side by side, against the same node, with the same documents and ids, the approaches "
         "interleaved batch by batch (order rotating):",
         "",
-        "- **plain**: the same documents serialised into `_bulk` bodies beforehand, posted "
-        "unsigned on one keep-alive connection, the answer checked for `\"errors\":false` only;",
+        "- **plain**: the same documents serialised into `_bulk` bodies beforehand, one "
+        "request per batch posted unsigned on a keep-alive connection, the answer checked for "
+        "`\"errors\":false` only: the target's reference (issue #16);",
         "- **handler**: `lambda/handler.py` from its built zips in `hrnb.local.worker` "
         "(decoding, validation, dead-letter routing, SigV4 signing, per-item answers), timed "
-        "by the Duration the worker reports for each invocation (what Lambda bills);",
+        "by the Duration the worker reports for each invocation (what Lambda bills). It posts "
+        "a batch of 50 or more in two halves, the second decoded while the node indexes the "
+        "first, so two requests are in flight at once;",
+        "- **plain, halves**: as *plain*, but each batch's halves posted at once on two "
+        "connections and both answers awaited: what the node takes from two requests in "
+        "flight without any decoding, the handler's ceiling with its two halves;",
     ]
     if before is not None:
         lines.append("- **before**: the handler of the `--before` tree, its zips built by that "
@@ -504,17 +540,20 @@ def render(approaches: Mapping[str, Approach], cpu: Mapping[str, Mapping[str, fl
         "## Throughput",
         "",
         "| batch size | plain docs/s | handler docs/s | handler / plain |"
-        + (" before docs/s | before / plain |" if before else ""),
-        "|---:|---:|---:|---:|" + ("---:|---:|" if before else ""),
+        + (" before docs/s | before / plain |" if before else "")
+        + " plain, halves docs/s | handler / plain, halves |",
+        "|---:|---:|---:|---:|" + ("---:|---:|" if before else "") + "---:|---:|",
     ]
     for size in BATCH_SIZES:
         best_plain = plain.best_docs_per_s(size, records)
         best_handler = handler.best_docs_per_s(size, records)
+        best_halves = halves.best_docs_per_s(size, records)
         row = (f"| {size} | {best_plain:,.0f} | {best_handler:,.0f} | "
                f"**{best_handler / best_plain:.2f}x** |")
         if before:
             best_before = before.best_docs_per_s(size, records)
             row += f" {best_before:,.0f} | {best_before / best_plain:.2f}x |"
+        row += f" {best_halves:,.0f} | {best_handler / best_halves:.2f}x |"
         lines.append(row)
     lines += ["", "Per round (handler / plain): " + "; ".join(
         f"batch {size}: " + ", ".join(
@@ -533,9 +572,9 @@ def render(approaches: Mapping[str, Approach], cpu: Mapping[str, Mapping[str, fl
         "its path and times with `time.process_time` (this process's CPU, no waiting), batch by "
         f"batch, the best of {args.cpu_rounds} rounds for each batch, over all {records:,} "
         "records. *invocation* is `lambda_handler` on every event, the whole path (Powertools' "
-        "decorator and logs, decoding, validation, the body, SigV4 signing, parsing and sorting "
-        "the per-item answer), with the transport's exchange on the connection replaced by the "
-        "node's real answer to the first write of a batch that size: its items say "
+        "decorator and logs, decoding, validation, the bodies, SigV4 signing, reading and "
+        "sorting the answers), with the transport's sending replaced by the node's real answer "
+        "to the first write of a batch that size, cut to each request's items: its items say "
         "`created`, as on a first delivery; the next column hands back the answer to a rewrite "
         "(`updated`), as on a redelivery. The function runs without `ALERT_TOPIC_ARN`: the "
         "indexer alone, episode alerts (issue #17: a state read and write per batch, a publish "

@@ -42,9 +42,9 @@ took 126-222 ms of a cold start, so requests go over the stdlib's http.client on
 connections, signed by ``hrnb.wire.sigv4`` (checked byte for byte against botocore). The zips carry
 python3.12 bytecode, so a cold start compiles nothing. Per record (CPU, without the round
 trip, batch 500): the fast path checks a payload in 3.6 µs where ``json.loads`` and the field
-checks take 9.8, and skips encoding the document (5.1); an all-written ``_bulk`` answer is read
-for its results alone (0.3 µs an item against 1.3 parsed); an alert line goes out as one JSON
-line (5.9 µs) rather than through Powertools' Logger (52), which keeps the once-per-batch line.
+checks take 9.8, and skips encoding the document (5.1); a ``_bulk`` answer saying no item
+failed is counted, not parsed (1.3 µs an item); Powertools' Logger writes once per batch, not
+per record (52 µs a line). A batch's second half is decoded while the node indexes the first.
 Credentials, identities and the event itself are never logged.
 """
 
@@ -107,7 +107,6 @@ _TIMEOUT_MARGIN_S = 2.0
 _ANSWER_FIELDS = "took,errors,items.*.status,items.*.result,items.*.error"
 #: A filtered answer (_ANSWER_FIELDS) with ``"errors":false`` (no item failed), and its results.
 _ALL_WRITTEN = re.compile(rb'\{"took":\d+,"errors":false,"items":\[')
-_RESULT = re.compile(rb'"result":"([a-z_]+)"')
 #: Compact JSON, one encoder for every line (json.dumps with options builds a new one per call).
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -160,10 +159,9 @@ class Delivery:
     """One Kinesis record turned into one bulk action: a heart-rate document or a dead letter."""
 
     record: Mapping[str, Any]  # the event's record, as Lambda passed it
-    index: str
     doc_id: str
     document: dict[str, Any]
-    source: str  # the document as compact JSON, as it is indexed
+    lines: str  # the two _bulk lines (action, the document as indexed), each ending in "\n"
     dead_letter: bool
     alert: bool = False
 
@@ -171,9 +169,9 @@ class Delivery:
     def sequence_number(self) -> str:
         return self.record["kinesis"]["sequenceNumber"]
 
-    def action_lines(self) -> str:
-        """The two ``_bulk`` lines (action, source), each ended by a newline."""
-        return f"{_action_prefix(self.index)}{_encode_json(self.doc_id)}}}}}\n{self.source}\n"
+
+#: What ``Indexer._send`` reports: deliveries with their results, None when all were written.
+Sorted = tuple[Sequence[Delivery], Sequence[tuple[str, str]] | None]
 
 
 @functools.cache
@@ -186,11 +184,10 @@ def _action_prefix(index: str) -> str:
 class Outcome:
     """What happened to a batch; ``failed`` holds sequence numbers to hand back to Lambda."""
 
-    indexed: int = 0
+    indexed: list[Delivery] = field(default_factory=list)  # documents written, in stream order
     dead_lettered: int = 0
     alerts: int = 0
     failed: list[str] = field(default_factory=list)
-    indexed_documents: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     failure_statuses: Counter[str] = field(default_factory=Counter)
 
 
@@ -231,7 +228,11 @@ def to_delivery(
     source = (_encode_json(document) if own_json is None else
               f'{own_json},"kinesis_arrival":"{arrival}","ingested_at":"{ingested_at}",'
               f'"alert":{"true" if alert else "false"}}}')
-    return Delivery(record, config.index_name, document_id(document), document, source, False,
+    # A valid record's ids are letters, digits and _.:@- (the schema's pattern) and its seq an
+    # integer, so the _id is its own JSON string without escaping.
+    doc_id = document_id(document)
+    return Delivery(record, doc_id, document,
+                    f'{_action_prefix(config.index_name)}"{doc_id}"}}}}\n{source}\n', False,
                     alert)
 
 
@@ -264,8 +265,10 @@ def dead_letter(
         "dead_lettered_at": format_timestamp(now),
     }
     stream_name = source_arn.rsplit("/", 1)[-1]
-    return Delivery(record, config.dlq_index_name, f"{stream_name}:{event_id}", document,
-                    _encode_json(document), True)
+    doc_id = f"{stream_name}:{event_id}"
+    return Delivery(record, doc_id, document,
+                    f"{_action_prefix(config.dlq_index_name)}{_encode_json(doc_id)}}}}}\n"
+                    f"{_encode_json(document)}\n", True)
 
 
 def _arrival(record: Mapping[str, Any]) -> str:
@@ -274,9 +277,10 @@ def _arrival(record: Mapping[str, Any]) -> str:
 
 @functools.lru_cache(maxsize=1024)
 def _format_epoch(seconds: float) -> str:
-    """Epoch seconds as the schema writes times; cached, as records put together share their
-    (millisecond) arrival time."""
-    return format_timestamp(datetime.fromtimestamp(seconds, tz=UTC))
+    """Epoch seconds as the schema writes times (``format_timestamp``'s result for this UTC
+    moment, without its checks); cached, as records put together share their (millisecond)
+    arrival time."""
+    return datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def _is_retryable(status: Any) -> bool:
@@ -290,7 +294,7 @@ def bulk_chunks(deliveries: Sequence[Delivery]) -> Iterator[tuple[list[Delivery]
     lines: list[str] = []
     size = 0
     for delivery in deliveries:
-        entry = delivery.action_lines()  # ASCII (the encoder escapes the rest): chars == bytes
+        entry = delivery.lines  # ASCII (the encoder escapes the rest): chars == bytes
         if chunk and (len(chunk) == _MAX_BULK_ACTIONS or size + len(entry) > _MAX_BULK_BYTES):
             yield chunk, lines
             chunk, lines, size = [], [], 0
@@ -432,31 +436,38 @@ class Indexer:
         # being indexed (docs/benchmarks/handler.md).
         parts = ([to_delivery(record, self.config, now, ingested_at) for record in part]
                  for part in pipeline_parts(records))
-        rejected: list[tuple[Delivery, str]] = []
-        for delivery, status, result in self._send(parts, request_timeout_s):
-            if status == "ok":
-                self._count_success(delivery, result, outcome)
-            elif status == "rejected" and not delivery.dead_letter:
-                rejected.append((delivery, result))
-            else:
-                self._count_failure(delivery, result, outcome)
+        refused = self._tally(self._send(parts, request_timeout_s), outcome)
         # Documents OpenSearch refuses for good (a mapping conflict, say) are kept as dead letters.
         second_round = [
             dead_letter(delivery.record, self.config, now,
                         reason=f"OpenSearch rejected the document ({reason})")
-            for delivery, reason in rejected
+            for delivery, reason in refused
         ]
-        for delivery, status, result in self._send([second_round], request_timeout_s):
-            if status == "ok":
-                self._count_success(delivery, result, outcome)
-            else:
-                self._count_failure(delivery, result, outcome)
+        self._tally(self._send([second_round], request_timeout_s), outcome)
         return outcome
+
+    def _tally(self, sent: Iterator[Sorted], outcome: Outcome) -> list[tuple[Delivery, str]]:
+        """Count what ``_send`` reports into ``outcome``; the documents refused for good."""
+        refused: list[tuple[Delivery, str]] = []
+        for group, results in sent:
+            if results is None:
+                self._count_written(group, outcome)
+                continue
+            for delivery, (status, detail) in zip(group, results, strict=True):
+                if status == "ok":
+                    self._count_written((delivery,), outcome)
+                elif status == "rejected" and not delivery.dead_letter:
+                    refused.append((delivery, detail))
+                else:
+                    self._count_failure(delivery, detail, outcome)
+        return refused
 
     def _send(
         self, parts: Iterable[Sequence[Delivery]], request_timeout_s: float
-    ) -> Iterator[tuple[Delivery, str, str]]:
-        """Yield (delivery, "ok" | "retry" | "rejected", detail) once per delivery, in order.
+    ) -> Iterator[Sorted]:
+        """Yield each delivery once, in order, in groups: a group with its (``"ok"`` |
+        ``"retry"`` | ``"rejected"``, detail) per delivery, or with None when every one of
+        them was written.
 
         Each part goes out as soon as it is made, in ``_bulk`` chunks, with up to
         ``_REQUESTS_IN_FLIGHT`` requests awaiting their answers: the next part is made while the
@@ -473,31 +484,35 @@ class Indexer:
             yield from self._settle(*in_flight.popleft(), request_timeout_s)
 
     def _settle(self, chunk: list[Delivery], lines: list[str], exchange: Exchange,
-                request_timeout_s: float) -> Iterator[tuple[Delivery, str, str]]:
+                request_timeout_s: float) -> Iterator[Sorted]:
         """The results of one sent chunk, its throttled items posted again in place."""
         for attempt in range(_BULK_429_RETRIES + 1):
             if attempt:
                 time.sleep(_BULK_429_BACKOFF_S * 2 ** (attempt - 1))
                 exchange = self._start(lines, request_timeout_s)
+            items = self._answer(exchange, len(chunk))
+            if items is None:
+                yield chunk, None
+                return
+            settled: list[Delivery] = []
+            results: list[tuple[str, str]] = []
             throttled: list[Delivery] = []
             throttled_lines: list[str] = []
             last = attempt == _BULK_429_RETRIES
-            items = self._answer(exchange, len(chunk))
-            if isinstance(items, tuple):  # every item written: their results alone
-                for delivery, result in zip(chunk, items, strict=True):
-                    yield delivery, "ok", result
-                return
             for delivery, entry, item in zip(chunk, lines, items, strict=True):
                 status = item.get("status", 500)
-                if isinstance(status, int) and 200 <= status < 300:
-                    yield delivery, "ok", str(item.get("result", ""))
-                elif status == 429 and not last:
+                if status == 429 and not last:
                     throttled.append(delivery)
                     throttled_lines.append(entry)
+                    continue
+                settled.append(delivery)
+                if isinstance(status, int) and 200 <= status < 300:
+                    results.append(("ok", ""))
                 elif _is_retryable(status) or _no_alias(item):
-                    yield delivery, "retry", str(status)
+                    results.append(("retry", str(status)))
                 else:
-                    yield delivery, "rejected", _describe_error(item)
+                    results.append(("rejected", _describe_error(item)))
+            yield settled, results
             if not throttled:
                 return
             chunk, lines = throttled, throttled_lines
@@ -508,10 +523,10 @@ class Indexer:
                                    request_timeout_s)
 
     @staticmethod
-    def _answer(exchange: Exchange, count: int) -> list[dict[str, Any]] | tuple[str, ...]:
+    def _answer(exchange: Exchange, count: int) -> list[dict[str, Any]] | None:
         """A ``_bulk`` request's per-item answers, or ``count`` copies of the request's own
-        failure (status "N/A" or "TIMEOUT" when no answer came); when the node says no item
-        failed, just each item's result (``created``, ``updated``)."""
+        failure (status "N/A" or "TIMEOUT" when no answer came); None when the node wrote
+        every item."""
         try:
             status, content = exchange.answer()
         except TimeoutError as exc:
@@ -519,12 +534,10 @@ class Indexer:
         except (OSError, http.client.HTTPException) as exc:
             return [{"status": "N/A", "error": str(exc) or type(exc).__name__}] * count
         if 200 <= status < 300:
-            if _ALL_WRITTEN.match(content):
-                # The answer holds nothing but statuses and results then: the results, in
-                # order, without parsing it (1.3 µs an item, docs/benchmarks/handler.md).
-                results = tuple(result.decode() for result in _RESULT.findall(content))
-                if len(results) == count:
-                    return results
+            if _ALL_WRITTEN.match(content) and content.count(b'"result":') == count:
+                # No item failed: the answer holds nothing else to read (parsing it would
+                # cost 1.3 µs an item, docs/benchmarks/handler.md).
+                return None
             return [item for answer in json.loads(content)["items"] for item in answer.values()]
         text = content.decode("utf-8", "replace")
         try:
@@ -533,8 +546,12 @@ class Indexer:
             error = text
         return [{"status": status, "error": error}] * count
 
-    def _count_success(self, delivery: Delivery, result: str, outcome: Outcome) -> None:
-        if delivery.dead_letter:
+    @staticmethod
+    def _count_written(deliveries: Iterable[Delivery], outcome: Outcome) -> None:
+        for delivery in deliveries:
+            if not delivery.dead_letter:
+                outcome.indexed.append(delivery)
+                continue
             outcome.dead_lettered += 1
             logger.warning(
                 "record dead-lettered",
@@ -542,9 +559,6 @@ class Indexer:
                        "shard_id": delivery.document["shard_id"],
                        "sequence_number": delivery.sequence_number},
             )
-            return
-        outcome.indexed += 1
-        outcome.indexed_documents.append((delivery.sequence_number, delivery.document))
 
     @staticmethod
     def _count_failure(delivery: Delivery, status: str, outcome: Outcome) -> None:
@@ -741,8 +755,8 @@ def notify_episodes(records: Sequence[Mapping[str, Any]], outcome: Outcome,
     if alerts is None or not records:
         return
     first_failed = min((int(seq) for seq in outcome.failed), default=None)
-    documents = [document for seq, document in outcome.indexed_documents
-                 if first_failed is None or int(seq) < first_failed]
+    documents = [delivery.document for delivery in outcome.indexed
+                 if first_failed is None or int(delivery.sequence_number) < first_failed]
     try:
         outcome.alerts = len(alerts.process(documents, request_timeout_s))
     except AlertError as exc:
@@ -772,7 +786,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
         "batch processed",
         extra={
             "records": len(records),
-            "indexed": outcome.indexed,
+            "indexed": len(outcome.indexed),
             "dead_lettered": outcome.dead_lettered,
             "failed": len(outcome.failed),
             "alerts": outcome.alerts,

@@ -104,14 +104,17 @@ def test_good_records_become_documents_keyed_by_athlete_session_seq(handler: Mod
                   for record in _records("kinesis_heart_rate.json")]
     assert [d.doc_id for d in deliveries] == ["athlete-1/2026-11-29-morning-run/0",
                                               "athlete-1/2026-11-29-morning-run/1"]
-    assert [(d.dead_letter, d.alert, d.index) for d in deliveries] == [
-        (False, False, "heart_rate"), (False, True, "heart_rate")]  # 128 and 156 bpm
+    actions = [json.loads(d.lines.splitlines()[0])["index"] for d in deliveries]
+    assert [(d.dead_letter, d.alert, action["_index"], action["_id"])
+            for d, action in zip(deliveries, actions, strict=True)] == [
+        (False, False, "heart_rate", deliveries[0].doc_id),
+        (False, True, "heart_rate", deliveries[1].doc_id)]  # 128 and 156 bpm
     first = deliveries[0].document
     assert first["heart_rate"] == 128
     assert first["ingested_at"] == "2026-11-29T06:10:05.000Z"
     assert first["kinesis_arrival"].endswith("Z")
-    action, source = deliveries[0].action_lines().splitlines()
-    assert json.loads(action)["index"]["_id"] == deliveries[0].doc_id
+    assert deliveries[0].lines.endswith("\n")
+    source = deliveries[0].lines.splitlines()[1]
     assert json.loads(source) == first
     # The payload's own JSON plus three fields is what encoding the document gives, byte for byte.
     assert source == json.dumps(first, separators=(",", ":"))
@@ -120,7 +123,11 @@ def test_good_records_become_documents_keyed_by_athlete_session_seq(handler: Mod
 def test_bad_records_become_dead_letters_saying_why(handler: ModuleType) -> None:
     deliveries = [handler.to_delivery(record, _config(handler), NOW, INGESTED_AT)
                   for record in _records("kinesis_bad_records.json")]
-    assert all(d.dead_letter and d.index == "heart_rate-dlq" for d in deliveries)
+    for d in deliveries:
+        action, source = d.lines.splitlines()
+        assert d.dead_letter
+        assert json.loads(action) == {"index": {"_index": "heart_rate-dlq", "_id": d.doc_id}}
+        assert json.loads(source) == d.document
     reasons = [d.document["reason"] for d in deliveries]
     for reason, expected in zip(reasons, ["not JSON", "heart_rate must be an integer",
                                           "heart_rate 12 bpm is outside 20..250",
