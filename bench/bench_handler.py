@@ -64,7 +64,8 @@ from hrnb.clients import aws_client  # noqa: E402
 from hrnb.config import Settings  # noqa: E402
 from hrnb.local.code_store import store_local_code, unpacked_code  # noqa: E402
 from hrnb.local.worker import FunctionSpec, LambdaWorker, find_runtime_python  # noqa: E402
-from hrnb.provision.indices import concrete_index  # noqa: E402
+from hrnb.provision.alerts import sns_endpoint  # noqa: E402
+from hrnb.provision.indices import concrete_index, ensure_alert_state  # noqa: E402
 from hrnb.search_client import opensearch_client  # noqa: E402
 from hrnb.wire.index_schema import dead_letter_template, index_template  # noqa: E402
 from hrnb.wire.kinesis import KinesisEvent, kinesis_event  # noqa: E402
@@ -78,6 +79,7 @@ from hrnb.wire.records import (  # noqa: E402
 from infra_scripts.build_lambda import build  # noqa: E402
 
 BATCH_SIZES = (100, 500)
+ATHLETE = "athlete-bench"
 
 
 def _whole(records: Sequence[Any]) -> list[Sequence[Any]]:
@@ -91,6 +93,8 @@ def _halves(records: Sequence[Any]) -> list[Sequence[Any]]:
 
 #: The plain approaches: one request per batch, and the batch's halves in flight at once.
 PLAIN = {"plain": _whole, "plain, halves": _halves}
+#: The handler configured as set-up configures it: episode alerts on.
+ALERTS_ON = "handler, alerts on"
 ROLE_ARN = "arn:aws:iam::123456789012:role/hrnb-bench-indexer"
 MEMORY_MB = 128
 #: AWS Lambda list price, x86, us-east-1, first pricing tier (aws.amazon.com/lambda/pricing).
@@ -148,6 +152,54 @@ class PlainBulk:
         return time.perf_counter() - started, answers[0]
 
 
+class AlertsOn:
+    """What set-up gives the function in production besides its indices: an episode state index
+    and an SNS topic (``ALERT_TOPIC_ARN``), so each batch also reads and writes the state and
+    each new episode is published. A prefix of the bench's own keeps them apart."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings.with_overrides(prefix=f"hb{uuid.uuid4().hex[:8]}")
+        self.sns = aws_client(settings, "sns")
+        self.opensearch = opensearch_client(settings, timeout=60)
+        self.topic_arn = ""
+
+    def create(self) -> None:
+        ensure_alert_state(self.settings, url=str(self.settings.resolved_opensearch_url))
+        self.topic_arn = self.sns.create_topic(Name=f"{self.settings.prefix}-hr-alerts")["TopicArn"]
+        # A queue subscribed to the topic: the episodes published are counted from it.
+        sqs = aws_client(self.settings, "sqs")
+        self.queue_url = sqs.create_queue(QueueName=f"{self.settings.prefix}-alerts")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=[
+            "QueueArn"])["Attributes"]["QueueArn"]
+        self.sns.subscribe(TopicArn=self.topic_arn, Protocol="sqs", Endpoint=queue_arn,
+                           Attributes={"RawMessageDelivery": "true"})
+
+    @property
+    def environment(self) -> dict[str, str]:
+        return {**self.settings.alert_rules.environment(),
+                "ALERT_STATE_INDEX": self.settings.alert_state_index,
+                "ALERT_TOPIC_ARN": self.topic_arn, "SNS_ENDPOINT": sns_endpoint(self.settings)}
+
+    def forget(self) -> None:
+        """Drop the athlete's episode state, as if the batches were new samples."""
+        self.opensearch.delete(index=self.settings.alert_state_index, id=ATHLETE, refresh=True,
+                               ignore=[404])
+
+    def notified(self) -> int:
+        """Messages on the subscribed queue: the episodes published over all rounds."""
+        sqs = aws_client(self.settings, "sqs")
+        attributes = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=[
+            "ApproximateNumberOfMessages"])["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"])
+
+    def delete(self) -> None:
+        name = self.settings.alert_state_index
+        self.opensearch.indices.delete(index=f"{name}*", ignore_unavailable=True)
+        if self.topic_arn:
+            self.sns.delete_topic(TopicArn=self.topic_arn)
+            aws_client(self.settings, "sqs").delete_queue(QueueUrl=self.queue_url)
+
+
 def plain_body(index: str, records: Sequence[Mapping[str, Any]], now: datetime) -> bytes:
     """The documents and ids the handler writes for these event records, as one ``_bulk`` body."""
     if not records:
@@ -175,10 +227,10 @@ def stream_records(settings: Settings, count: int) -> tuple[list[dict[str, Any]]
     try:
         start = datetime.now(UTC) - timedelta(hours=1)
         payloads = [encode_record(make_record(
-            athlete_id="athlete-bench", session_id="bench", device_id="strap", seq=seq,
+            athlete_id=ATHLETE, session_id="bench", device_id="strap", seq=seq,
             timestamp=start + timedelta(milliseconds=500 * seq), heart_rate=60 + seq % 120,
             rr_intervals_ms=(600.0,), sensor_contact=True)) for seq in range(count)]
-        put_payloads(kinesis, name, payloads, "athlete-bench")
+        put_payloads(kinesis, name, payloads, ATHLETE)
         summary = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
         shard_id = kinesis.list_shards(StreamName=name)["Shards"][0]["ShardId"]
         return read_shard(kinesis, name, shard_id, at_least=count), summary["StreamARN"], shard_id
@@ -378,12 +430,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress(f"writing {args.records} records to the emulated stream and reading them back")
         records, stream_arn, shard_id = stream_records(settings, args.records)
 
-        approaches = {name: Approach(name) for name in (*PLAIN, *deployments)}
+        approaches = {name: Approach(name) for name in (*PLAIN, *deployments, ALERTS_ON)}
         answers: dict[int, tuple[list[KinesisEvent], bytes, bytes]] = {}
         cold_index = f"hrnb-bench-cold-{uuid.uuid4().hex[:6]}"
         created: list[str] = [cold_index]
         plain = PlainBulk(str(settings.resolved_opensearch_url))
+        alerts = AlertsOn(settings)
         try:
+            alerts.create()
             write_aliases(opensearch, cold_index)
             cold_event = kinesis_event(records[:100], shard_id=shard_id, stream_arn=stream_arn,
                                        region=settings.region, role_arn=ROLE_ARN)
@@ -403,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         stream_arn=stream_arn, region=settings.region,
                                         role_arn=ROLE_ARN)
                           for i in range(0, len(records), size)]
-                indices = {name: f"hrnb-bench-{name.replace(', ', '-')}-{size}-"
+                indices = {name: f"hrnb-bench-{re.sub('[^a-z]+', '-', name)}-{size}-"
                                  f"{uuid.uuid4().hex[:6]}"
                            for name in approaches}
                 for index in indices.values():
@@ -418,12 +472,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                                             function_environment(settings, indices[name]),
                                             work / f"{indices[name]}.log")
                            for name, deployment in deployments.items()}
+                workers[ALERTS_ON] = worker_for(
+                    deployments["handler"], python,
+                    {**function_environment(settings, indices[ALERTS_ON]), **alerts.environment},
+                    work / f"{indices[ALERTS_ON]}.log")
                 try:
                     for worker in workers.values():  # init (imports) kept out of the rounds
                         worker.invoke({"Records": []})
                     progress(f"batch size {size}: {len(events)} batches x {args.rounds} rounds")
                     names = list(approaches)
                     for round_number in range(args.rounds):
+                        alerts.forget()  # each round's samples are news to the episode state
                         timings: dict[str, list[tuple[str, float]]] = {n: [] for n in names}
                         for number, event in enumerate(events):
                             shift = (round_number + number) % len(names)
@@ -464,13 +523,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             cpu = probe_cpu(deployments["handler"], python,
                             function_environment(settings, cold_index), answers, work,
                             args.cpu_rounds)
+            notified = alerts.notified()
         finally:
+            alerts.delete()
             for index in created:
                 opensearch.indices.delete(index=f"{index}*", ignore_unavailable=True)
                 opensearch.indices.delete_index_template(name=index, ignore=[404])
                 opensearch.indices.delete_index_template(name=f"{index}-dlq", ignore=[404])
 
-    report = render(approaches, cpu, cold, imports, records=len(records), python=python,
+    report = render(approaches, cpu, cold, imports, notified, records=len(records), python=python,
                     args=args, load=(load_before, os.getloadavg()),
                     sizes={name: d.sizes for name, d in deployments.items()})
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -486,12 +547,12 @@ def _ok(met: bool) -> str:
 
 def render(approaches: Mapping[str, Approach], cpu: Mapping[str, Mapping[str, float]],
            cold: Mapping[str, Sequence[tuple[float, float]]],
-           imports: Mapping[str, Mapping[str, float]], *,
+           imports: Mapping[str, Mapping[str, float]], notified: int, *,
            records: int, python: str, args: argparse.Namespace,
            load: tuple[Sequence[float], Sequence[float]],
            sizes: Mapping[str, Mapping[str, tuple[int, int]]]) -> str:
     handler, plain = approaches["handler"], approaches["plain"]
-    halves = approaches["plain, halves"]
+    halves, alerting = approaches["plain, halves"], approaches[ALERTS_ON]
     before = approaches.get("before")
     command = (f"python bench/bench_handler.py --records {args.records} --rounds {args.rounds} "
                f"--cold-samples {args.cold_samples} --cpu-rounds {args.cpu_rounds}")
@@ -528,6 +589,11 @@ def render(approaches: Mapping[str, Approach], cpu: Mapping[str, Mapping[str, fl
         "- **plain, halves**: as *plain*, but each batch's halves posted at once on two "
         "connections and both answers awaited: what the node takes from two requests in "
         "flight without any decoding, the handler's ceiling with its two halves;",
+        "- **alerts on**: the same handler configured as set-up configures it, with an episode "
+        "state index and an SNS topic (`ALERT_TOPIC_ARN`): each batch also reads and writes "
+        "the athlete's episode state and each new episode is published (the state is "
+        "dropped before each round, so every round's samples are news; "
+        f"{notified} episodes were published over all rounds). *handler* runs without them;",
     ]
     if before is not None:
         lines.append("- **before**: the handler of the `--before` tree, its zips built by that "
@@ -541,8 +607,9 @@ def render(approaches: Mapping[str, Approach], cpu: Mapping[str, Mapping[str, fl
         "",
         "| batch size | plain docs/s | handler docs/s | handler / plain |"
         + (" before docs/s | before / plain |" if before else "")
-        + " plain, halves docs/s | handler / plain, halves |",
-        "|---:|---:|---:|---:|" + ("---:|---:|" if before else "") + "---:|---:|",
+        + " plain, halves docs/s | handler / plain, halves | alerts on docs/s | "
+        "alerts on / plain |",
+        "|---:|---:|---:|---:|" + ("---:|---:|" if before else "") + "---:|---:|---:|---:|",
     ]
     for size in BATCH_SIZES:
         best_plain = plain.best_docs_per_s(size, records)
@@ -553,7 +620,9 @@ def render(approaches: Mapping[str, Approach], cpu: Mapping[str, Mapping[str, fl
         if before:
             best_before = before.best_docs_per_s(size, records)
             row += f" {best_before:,.0f} | {best_before / best_plain:.2f}x |"
-        row += f" {best_halves:,.0f} | {best_handler / best_halves:.2f}x |"
+        best_alerting = alerting.best_docs_per_s(size, records)
+        row += (f" {best_halves:,.0f} | {best_handler / best_halves:.2f}x |"
+                f" {best_alerting:,.0f} | {best_alerting / best_plain:.2f}x |")
         lines.append(row)
     lines += ["", "Per round (handler / plain): " + "; ".join(
         f"batch {size}: " + ", ".join(
@@ -617,7 +686,7 @@ def render(approaches: Mapping[str, Approach], cpu: Mapping[str, Mapping[str, fl
         "Per record, signing is cheap whichever library does it; what requests and "
         "requests-aws4auth cost is their import at every cold start (`requests` in the "
         "*before* import times below) and five packages in the layer. The stdlib's http.client "
-        "on one keep-alive connection carries the request.",
+        "carries the requests on keep-alive connections, two when a batch goes out in halves.",
         "- Logging: Powertools' Logger writes the batch line (in *fixed*) and dead letters, "
         "once per batch or per bad record; no line per record. A per-record alert line "
         "through it cost 52–56 µs in earlier runs of this benchmark (its record, caller lookup "

@@ -623,7 +623,12 @@ class Alerter:
     At-least-once: the notification goes out before the state that records it, so a worker
     killed in between sends the same episode again on the retry, never misses it; consumers
     dedupe by the ``episode_id`` message attribute. A redelivered batch changes no state (the
-    state keeps the last sample's timestamp), so it publishes nothing."""
+    state keeps the last sample's timestamp), so it publishes nothing.
+
+    The container keeps each state it stored, with its version, and writes the next on top of
+    it without reading it back (a round trip less per batch): a write from elsewhere meanwhile
+    (another container, a re-created index) fails the version check, and that state is read
+    again. After any failure the kept states are dropped."""
 
     def __init__(self, config: AlertConfig, state: Transport, sns: Transport) -> None:
         self.config = config
@@ -632,8 +637,10 @@ class Alerter:
         self.mget_path = f"/{config.state_index}/_mget"
         self.bulk_path = f"/{config.state_index}/_bulk"
         # Into set-up's alias only: once torn down, a write fails instead of creating the index.
-        self.bulk_query = canonical_query({"require_alias": "true",
-                                           "filter_path": "items.*.status"})
+        self.bulk_query = canonical_query({
+            "require_alias": "true",
+            "filter_path": "items.*.status,items.*._seq_no,items.*._primary_term"})
+        self._stored: dict[str, tuple[EpisodeState, tuple[int, int]]] = {}
 
     def process(self, documents: Sequence[Mapping[str, Any]], timeout_s: float) -> list[Episode]:
         """Episodes notified for these documents (in stream order); AlertError on failure."""
@@ -643,6 +650,14 @@ class Alerter:
                 (document["timestamp"], document["heart_rate"]))
         if not samples:  # every record dead-lettered or handed back: nothing to advance
             return []
+        try:
+            return self._advance(samples, timeout_s)
+        except AlertError:
+            self._stored.clear()
+            raise
+
+    def _advance(self, samples: Mapping[str, list[tuple[str, int | None]]],
+                 timeout_s: float) -> list[Episode]:
         published: dict[str, Episode] = {}
         pending = set(samples)
         for _ in range(_STATE_CONFLICT_RETRIES + 1):
@@ -676,11 +691,16 @@ class Alerter:
 
     def _load(self, athletes: Sequence[str], timeout_s: float
               ) -> dict[str, tuple[EpisodeState | None, tuple[int, int] | None]]:
-        """Each athlete's stored state and its (seq_no, primary_term); None when new."""
-        body = _encode_json({"ids": list(athletes)}).encode()
+        """Each athlete's stored state and its (seq_no, primary_term), None when new: as this
+        container stored it, else read."""
+        found: dict[str, tuple[EpisodeState | None, tuple[int, int] | None]] = {
+            athlete: self._stored[athlete] for athlete in athletes if athlete in self._stored}
+        unknown = [athlete for athlete in athletes if athlete not in found]
+        if not unknown:
+            return found
+        body = _encode_json({"ids": unknown}).encode()
         docs = json.loads(self._post(self.state, "reading episode state", self.mget_path, "",
                                      body, timeout_s))["docs"]
-        found: dict[str, tuple[EpisodeState | None, tuple[int, int] | None]] = {}
         for doc in docs:
             if "error" in doc:
                 raise AlertError(f"reading episode state: {doc['error']}")
@@ -704,12 +724,16 @@ class Alerter:
         content = self._post(self.state, "writing episode state", self.bulk_path,
                              self.bulk_query, "".join(lines).encode(), timeout_s)
         conflicts = set()
-        for athlete, item in zip(writes, json.loads(content)["items"], strict=True):
-            status = next(iter(item.values()))["status"]
-            if status == 409:
+        for (athlete, (state, _)), item in zip(writes.items(), json.loads(content)["items"],
+                                               strict=True):
+            result = next(iter(item.values()))
+            if result["status"] == 409:
                 conflicts.add(athlete)
-            elif not 200 <= status < 300:
-                raise AlertError(f"writing episode state of {athlete}: {status}")
+                self._stored.pop(athlete, None)  # read it again
+            elif 200 <= result["status"] < 300:
+                self._stored[athlete] = (state, (result["_seq_no"], result["_primary_term"]))
+            else:
+                raise AlertError(f"writing episode state of {athlete}: {result['status']}")
         return conflicts
 
     def _publish(self, episode: Episode, timeout_s: float) -> None:
