@@ -628,7 +628,8 @@ class Alerter:
     The container keeps each state it stored, with its version, and writes the next on top of
     it without reading it back (a round trip less per batch): a write from elsewhere meanwhile
     (another container, a re-created index) fails the version check, and that state is read
-    again. After any failure the kept states are dropped."""
+    again. An episode is never announced from a kept state: a batch that opens one reads the
+    state first. After any failure the kept states are dropped."""
 
     def __init__(self, config: AlertConfig, state: Transport, sns: Transport) -> None:
         self.config = config
@@ -661,19 +662,27 @@ class Alerter:
         published: dict[str, Episode] = {}
         pending = set(samples)
         for _ in range(_STATE_CONFLICT_RETRIES + 1):
+            kept = {athlete for athlete in pending if athlete in self._stored}
             states = self._load(sorted(pending), timeout_s)
             writes: dict[str, tuple[EpisodeState, tuple[int, int] | None]] = {}
+            unsure: set[str] = set()
             for athlete in sorted(pending):
                 stored, version = states[athlete]
                 state, opened = advance(stored, athlete, samples[athlete],
                                         self.config.rules.for_athlete(athlete))
+                if opened and athlete in kept:
+                    # Another environment may have written the state since this one kept it:
+                    # an episode is announced only from the state as stored, so read it first.
+                    del self._stored[athlete]
+                    unsure.add(athlete)
+                    continue
                 for episode in opened:
                     if episode.id not in published:
                         self._publish(episode, timeout_s)
                         published[episode.id] = episode
                 if state != stored:
                     writes[athlete] = (state, version)
-            pending = self._store(writes, timeout_s)
+            pending = self._store(writes, timeout_s) | unsure
             if not pending:
                 return list(published.values())
         raise AlertError(f"episode state of {', '.join(sorted(pending))} kept changing")
