@@ -593,8 +593,9 @@ def render(approaches: Mapping[str, Approach], cpu: Mapping[str, Mapping[str, fl
         "connections and both answers awaited: what the node takes from two requests in "
         "flight without any decoding, the handler's ceiling with its two halves;",
         "- **alerts on**: the same handler configured as set-up configures it, with an episode "
-        "state index and an SNS topic (`ALERT_TOPIC_ARN`): each batch also reads and writes "
-        "the athlete's episode state and each new episode is published (the state is "
+        "state index and an SNS topic (`ALERT_TOPIC_ARN`): each batch also writes the "
+        "athlete's episode state (reading it when the worker has not kept it, and before "
+        "announcing an episode) and each new episode is published (the state is "
         "dropped before each round, so every round's samples are news; "
         f"{notified} episodes were published over all rounds). *handler* runs without them;",
     ]

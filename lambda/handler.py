@@ -105,7 +105,7 @@ _TIMEOUT_MARGIN_S = 2.0
 
 #: What a _bulk answer is asked to keep (filter_path): per item, its status, result and error.
 _ANSWER_FIELDS = "took,errors,items.*.status,items.*.result,items.*.error"
-#: A filtered answer (_ANSWER_FIELDS) with ``"errors":false`` (no item failed), and its results.
+#: The start of a filtered answer (_ANSWER_FIELDS) in which no item failed.
 _ALL_WRITTEN = re.compile(rb'\{"took":\d+,"errors":false,"items":\[')
 #: Compact JSON, one encoder for every line (json.dumps with options builds a new one per call).
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
@@ -163,7 +163,6 @@ class Delivery:
     document: dict[str, Any]
     lines: str  # the two _bulk lines (action, the document as indexed), each ending in "\n"
     dead_letter: bool
-    alert: bool = False
 
     @property
     def sequence_number(self) -> str:
@@ -184,7 +183,7 @@ def _action_prefix(index: str) -> str:
 class Outcome:
     """What happened to a batch; ``failed`` holds sequence numbers to hand back to Lambda."""
 
-    indexed: list[Delivery] = field(default_factory=list)  # documents written, in stream order
+    indexed: list[Delivery] = field(default_factory=list)  # documents written
     dead_lettered: int = 0
     alerts: int = 0
     failed: list[str] = field(default_factory=list)
@@ -232,8 +231,7 @@ def to_delivery(
     # integer, so the _id is its own JSON string without escaping.
     doc_id = document_id(document)
     return Delivery(record, doc_id, document,
-                    f'{_action_prefix(config.index_name)}"{doc_id}"}}}}\n{source}\n', False,
-                    alert)
+                    f'{_action_prefix(config.index_name)}"{doc_id}"}}}}\n{source}\n', False)
 
 
 def dead_letter(
@@ -626,10 +624,10 @@ class Alerter:
     state keeps the last sample's timestamp), so it publishes nothing.
 
     The container keeps each state it stored, with its version, and writes the next on top of
-    it without reading it back (a round trip less per batch): a write from elsewhere meanwhile
-    (another container, a re-created index) fails the version check, and that state is read
-    again. An episode is never announced from a kept state: a batch that opens one reads the
-    state first. After any failure the kept states are dropped."""
+    it without reading it back (a round trip less per batch): a write from another container
+    meanwhile fails the version check, and that state is read again. An episode is never
+    announced from a kept state: a batch that opens one reads the state first. After any
+    failure the kept states are dropped."""
 
     def __init__(self, config: AlertConfig, state: Transport, sns: Transport) -> None:
         self.config = config

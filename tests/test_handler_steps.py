@@ -105,7 +105,7 @@ def test_good_records_become_documents_keyed_by_athlete_session_seq(handler: Mod
     assert [d.doc_id for d in deliveries] == ["athlete-1/2026-11-29-morning-run/0",
                                               "athlete-1/2026-11-29-morning-run/1"]
     actions = [json.loads(d.lines.splitlines()[0])["index"] for d in deliveries]
-    assert [(d.dead_letter, d.alert, action["_index"], action["_id"])
+    assert [(d.dead_letter, d.document["alert"], action["_index"], action["_id"])
             for d, action in zip(deliveries, actions, strict=True)] == [
         (False, False, "heart_rate", deliveries[0].doc_id),
         (False, True, "heart_rate", deliveries[1].doc_id)]  # 128 and 156 bpm

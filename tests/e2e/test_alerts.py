@@ -12,6 +12,7 @@ import json
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +25,7 @@ from support.faultproxy import Delay, Drop, FaultProxy, Respond, path_matches
 from hrnb import alerts
 from hrnb.clients import aws_client
 from hrnb.provision import EventSourceOptions
-from hrnb.wire.episodes import AlertRules, EpisodeRules, advance
+from hrnb.wire.episodes import AlertRules, Episode, EpisodeRules, EpisodeState, advance
 from hrnb.wire.records import decode_record, encode_record, make_record
 
 pytestmark = pytest.mark.stack
@@ -219,6 +220,41 @@ def state_mgets(pipe: Pipeline) -> None:
         Delay(0, match=path_matches(rf"/{pipe.settings.alert_state_index}/_mget")))
 
 
+#: What a worker handles and keeps before its state is changed elsewhere: no run above.
+KEPT_BPMS = [140] * 5
+
+
+@dataclass(frozen=True)
+class ChangedElsewhere:
+    """A state this worker kept, then another writer moved on with samples it never sees."""
+
+    start: datetime
+    rules: EpisodeRules
+    kept: EpisodeState
+    elsewhere: list[tuple[str, int | None]]
+    outside: EpisodeState  # the state as stored now
+    opened: list[Episode]  # what the other writer opened
+
+
+def kept_then_changed_elsewhere(pipe: Pipeline, athlete: str,
+                                elsewhere_bpms: list[int]) -> ChangedElsewhere:
+    """The worker handles ``KEPT_BPMS`` and keeps the state it stored; then the state
+    is re-written from outside as ``elsewhere_bpms`` (at 1 Hz from 5 s) would advance it."""
+    state_mgets(pipe)
+    start = datetime.now(UTC) - timedelta(minutes=20)
+    rules = rules_of(pipe, athlete)
+    first = recorded(athlete, KEPT_BPMS, start=start)
+    pipe.put_raw(first, athlete)
+    wait_handled(pipe, len(first))
+    kept, _ = advance(None, athlete, samples_of(first), rules)
+    assert stored_state(pipe, athlete) == kept
+    elsewhere = samples_of(recorded(athlete, elsewhere_bpms, session="s2",
+                                    start=start + timedelta(seconds=5)))
+    outside, opened = advance(kept, athlete, elsewhere, rules)
+    pipe.search.index(index=pipe.settings.alert_state_index, id=athlete, body={"state": outside})
+    return ChangedElsewhere(start, rules, kept, elsewhere, outside, opened)
+
+
 def test_the_next_batch_of_a_container_does_not_read_the_state_back(
         pipeline: PipelineFactory) -> None:
     """An episode that starts in one batch and opens two batches later, on one warm worker: the
@@ -265,25 +301,14 @@ def test_a_state_changed_behind_the_workers_back_is_read_again_not_overwritten(
     that one, in the same invocation (nothing handed back)."""
     pipe = pipeline(shards=1, opensearch_proxy=FaultProxy,
                     options=EventSourceOptions(batch_size=50))
-    state_mgets(pipe)
-    start = datetime.now(UTC) - timedelta(minutes=20)
-    rules = rules_of(pipe, "e2e-o")
-    first = recorded("e2e-o", [140] * 5, start=start)
-    pipe.put_raw(first, "e2e-o")
-    wait_handled(pipe, len(first))
-    kept, _ = advance(None, "e2e-o", samples_of(first), rules)
-    assert stored_state(pipe, "e2e-o") == kept
-
     # Elsewhere, three samples above the threshold this worker never sees: a run starts at 5 s.
-    elsewhere = samples_of(recorded("e2e-o", [170, 171, 172], session="s2",
-                                    start=start + timedelta(seconds=5)))
-    outside, _ = advance(kept, "e2e-o", elsewhere, rules)
-    pipe.search.index(index=pipe.settings.alert_state_index, id="e2e-o",
-                      body={"state": outside})
+    changed = kept_then_changed_elsewhere(pipe, "e2e-o", [170, 171, 172])
+    start, rules, kept, elsewhere, outside = (changed.start, changed.rules, changed.kept,
+                                              changed.elsewhere, changed.outside)
     # This worker's next samples: the run goes on (4 s above: no episode yet, whichever state).
     second = recorded("e2e-o", [173, 174], session="s3", start=start + timedelta(seconds=8))
     pipe.put_raw(second, "e2e-o")
-    batches = wait_handled(pipe, len(first) + len(second))
+    batches = wait_handled(pipe, len(KEPT_BPMS) + len(second))
 
     final, opened = advance(outside, "e2e-o", samples_of(second), rules)
     blind, _ = advance(kept, "e2e-o", samples_of(second), rules)
@@ -303,24 +328,13 @@ def test_an_episode_opened_elsewhere_is_not_notified_again_from_a_stale_kept_sta
     nothing."""
     pipe = pipeline(shards=1, opensearch_proxy=FaultProxy,
                     options=EventSourceOptions(batch_size=50))
-    state_mgets(pipe)
-    start = datetime.now(UTC) - timedelta(minutes=20)
-    rules = rules_of(pipe, "e2e-d")
-    first = recorded("e2e-d", [140] * 5, start=start)
-    pipe.put_raw(first, "e2e-d")
-    wait_handled(pipe, len(first))
-    kept, _ = advance(None, "e2e-d", samples_of(first), rules)
-    assert stored_state(pipe, "e2e-d") == kept
-
-    elsewhere = samples_of(recorded("e2e-d", EPISODE[:9], session="s2",
-                                    start=start + timedelta(seconds=5)))
-    outside, [open_episode] = advance(kept, "e2e-d", elsewhere, rules)
-    pipe.search.index(index=pipe.settings.alert_state_index, id="e2e-d",
-                      body={"state": outside})
+    changed = kept_then_changed_elsewhere(pipe, "e2e-d", EPISODE[:9])
+    start, rules, outside, [open_episode] = (changed.start, changed.rules, changed.outside,
+                                             changed.opened)
     second = recorded("e2e-d", [176, 178, 177, 176, 175, 174, 173, 172], session="s3",
                       start=start + timedelta(seconds=14))
     pipe.put_raw(second, "e2e-d")
-    batches = wait_handled(pipe, len(first) + len(second))
+    batches = wait_handled(pipe, len(KEPT_BPMS) + len(second))
 
     final, opened = advance(outside, "e2e-d", samples_of(second), rules)
     assert opened == [] and final["episode"] == {**outside["episode"], "peak_bpm": 178}
