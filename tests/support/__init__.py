@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import random
 import socket
 import sys
 import time
@@ -17,6 +18,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from hrnb.config import Settings
@@ -38,10 +40,39 @@ def run_async(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., N
 
 
 def free_port() -> int:
-    """A loopback TCP port nothing listens on right now (bound once, then released)."""
+    """A loopback TCP port nothing listens on right now, and the one after it too (a secured
+    stack's node takes its front's port + 1 unless told otherwise).
+
+    Chosen below the kernel's ephemeral range: a port the kernel handed out (``bind(0)``) may be
+    given to an outgoing connection before the test's server binds it, which failed a CI run."""
+    lowest_ephemeral = _ephemeral_range()[0]
+    chooser = random.SystemRandom()
+    for _ in range(200):
+        port = chooser.randrange(_LOWEST_TEST_PORT, lowest_ephemeral - 1)
+        if _bindable(port) and _bindable(port + 1):
+            return port
+    raise RuntimeError(f"no free loopback port pair in {_LOWEST_TEST_PORT}-{lowest_ephemeral - 1}")
+
+
+#: Test ports start above the project's own defaults (4566, 9200) and the helpers' ranges.
+_LOWEST_TEST_PORT = 12000
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_until(check: Callable[[], Any], *, timeout_s: float = 30.0, what: str = "",
