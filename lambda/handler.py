@@ -38,8 +38,10 @@ Per batch:
 Lean on purpose (``bench/bench_handler.py`` measures each choice; docs/benchmarks/handler.md):
 Powertools only for its Logger; no Kinesis data classes and no opensearch-py, whose per-item work
 cost more than the bulk round trip they wrap; no requests or requests-aws4auth, whose import alone
-took 126-222 ms of a cold start, so requests go over the stdlib's http.client on keep-alive
-connections, signed by ``hrnb.wire.sigv4`` (checked byte for byte against botocore). The zips carry
+took 126-222 ms of a cold start, so requests go over keep-alive connections of
+``hrnb.wire.http1`` (not http.client, whose two writes per request and header parsing took 0.4
+ms of CPU per batch of 100), signed by ``hrnb.wire.sigv4`` (checked byte for byte against
+botocore). The zips carry
 python3.12 bytecode, so a cold start compiles nothing. Per record (CPU, without the round
 trip, batch 500): the fast path checks a payload in 3.6 µs where ``json.loads`` and the field
 checks take 9.8, and skips encoding the document (5.1); a ``_bulk`` answer saying no item
@@ -53,11 +55,9 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import http.client
 import json
 import os
 import re
-import select
 import ssl
 import time
 from collections import Counter, deque
@@ -70,8 +70,10 @@ from urllib.parse import urlsplit
 from aws_lambda_powertools import Logger
 
 from hrnb.errors import ConfigError, RecordError
+from hrnb.wire import http1
 from hrnb.wire.alert import DEFAULT_ALERT_THRESHOLD_BPM, check_alert_threshold
 from hrnb.wire.episodes import AlertRules, Episode, EpisodeState, advance
+from hrnb.wire.http1 import ProtocolError
 from hrnb.wire.records import (
     canonical_record,
     decode_record,
@@ -314,8 +316,8 @@ def pipeline_parts(records: Sequence[Mapping[str, Any]]) -> list[Sequence[Mappin
 
 
 class Transport:
-    """SigV4-signed requests to one host on keep-alive connections (stdlib http.client): one per
-    request in flight, kept for the container's later requests.
+    """SigV4-signed requests to one host on keep-alive connections (:mod:`hrnb.wire.http1`):
+    one per request in flight, kept for the container's later requests.
 
     :meth:`send` signs and sends a request and returns at once; :meth:`Exchange.answer` reads
     the answer, so the caller can work while the server does (the indexer decodes the next part
@@ -332,11 +334,11 @@ class Transport:
         self.signer = signer
         self._hostname, self._port = parts.hostname, parts.port
         self._tls = ssl.create_default_context() if parts.scheme == "https" else None
-        self._idle: list[http.client.HTTPConnection] = []  # connected or not, no request pending
+        self._idle: list[http1.Connection] = []  # open or not, no request pending
 
     def post(self, path: str, query: str, body: bytes, timeout_s: float,
              content_type: str = "application/json") -> tuple[int, bytes]:
-        """(status, body) of a signed POST; OSError or HTTPException when no answer came."""
+        """(status, body) of a signed POST; OSError or ProtocolError when no answer came."""
         return self.send(path, query, body, timeout_s, content_type).answer()
 
     def send(self, path: str, query: str, body: bytes, timeout_s: float,
@@ -345,35 +347,20 @@ class Transport:
         to send is raised by the exchange's :meth:`~Exchange.answer`, like one to answer."""
         headers = self.signer.sign("POST", self.host, path, query,
                                    {"Content-Type": content_type}, body)
-        connection = self._idle.pop() if self._idle else self._connection()
-        if connection.sock is not None and select.select([connection.sock], [], [], 0)[0]:
-            # An idle keep-alive connection that reads as ready was closed by the other end:
-            # a new one, never a request sent into a dead socket (urllib3 checks the same).
-            connection.close()
-        connection.timeout = timeout_s
-        if connection.sock is not None:
-            connection.sock.settimeout(timeout_s)
+        connection = (self._idle.pop() if self._idle else
+                      http1.Connection(self._hostname, self._port, self._tls))
         try:
-            connection.request("POST", f"{path}?{query}", body=body, headers=headers)
-        except (OSError, http.client.HTTPException) as exc:
-            connection.close()
+            connection.send("POST", f"{path}?{query}", headers, body, timeout_s)
+        except OSError as exc:  # the connection closed itself
             return Exchange(self, connection, exc)
-        except BaseException:
-            connection.close()
-            raise
         return Exchange(self, connection)
-
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._tls is None:
-            return http.client.HTTPConnection(self._hostname, self._port)
-        return http.client.HTTPSConnection(self._hostname, self._port, context=self._tls)
 
 
 class Exchange:
     """A request sent on one of a transport's connections, its answer not yet read."""
 
-    def __init__(self, transport: Transport, connection: http.client.HTTPConnection,
-                 failure: OSError | http.client.HTTPException | None = None) -> None:
+    def __init__(self, transport: Transport, connection: http1.Connection,
+                 failure: OSError | None = None) -> None:
         self._transport = transport
         self._connection = connection
         self._failure = failure
@@ -381,17 +368,12 @@ class Exchange:
     def answer(self) -> tuple[int, bytes]:
         """(status, body); the connection goes back to the transport either way (closed if the
         exchange failed: the next request opens a new one)."""
-        connection = self._connection
         try:
             if self._failure is not None:
                 raise self._failure
-            response = connection.getresponse()
-            return response.status, response.read()
-        except BaseException:
-            connection.close()
-            raise
+            return self._connection.read_response()
         finally:
-            self._transport._idle.append(connection)
+            self._transport._idle.append(self._connection)
 
 
 class Indexer:
@@ -529,7 +511,7 @@ class Indexer:
             status, content = exchange.answer()
         except TimeoutError as exc:
             return [{"status": "TIMEOUT", "error": str(exc)}] * count
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, ProtocolError) as exc:
             return [{"status": "N/A", "error": str(exc) or type(exc).__name__}] * count
         if 200 <= status < 300:
             if _ALL_WRITTEN.match(content) and content.count(b'"result":') == count:
@@ -690,7 +672,7 @@ class Alerter:
               timeout_s: float, content_type: str = "application/json") -> bytes:
         try:
             status, content = transport.post(path, query, body, timeout_s, content_type)
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, ProtocolError) as exc:
             raise AlertError(f"{what}: {exc or type(exc).__name__}") from exc
         if not 200 <= status < 300:
             raise AlertError(f"{what}: {status} {content[:300].decode('utf-8', 'replace')}")

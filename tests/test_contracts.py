@@ -102,7 +102,7 @@ def test_the_check_names_an_import_the_zip_does_not_carry(tmp_path: Path) -> Non
 
 def test_the_layer_packages_are_what_the_handler_needs() -> None:
     assert "aws_lambda_powertools" in layer_packages()
-    # The handler signs and posts with the stdlib (hrnb.wire.sigv4, http.client): the HTTP
+    # The handler signs and posts with hrnb.wire (sigv4, http1) on the stdlib: the HTTP
     # clients and their closure stay out of the layer.
     assert not {"boto3", "opensearchpy", "requests", "requests_aws4auth",
                 "urllib3"} & layer_packages()
