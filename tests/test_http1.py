@@ -200,6 +200,15 @@ def test_a_server_that_closed_an_idle_connection_gets_the_next_request_on_a_new_
     assert server.connections == 2
 
 
+def test_bytes_after_an_answer_are_not_read_as_the_next_one(serve) -> None:
+    server, connection = serve(answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 "
+                                      b"500 Stale\r\nContent-Length: 0\r\n\r\n"),
+                               answer(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext"))
+    assert post(connection) == (200, b"ok")
+    assert post(connection) == (200, b"next")  # on a new connection, not the stale "500"
+    assert server.connections == 2
+
+
 def test_a_silent_server_times_out(serve) -> None:
     def stall(sock: socket.socket, _request: bytes) -> bool:
         sock.sendall(b"HTTP/1.1 200 OK\r\n")

@@ -57,9 +57,11 @@ class Connection:
                 raise ValueError(f"header {name!r} holds a line break; refusing to send it")
             head.append(f"{name}: {value}\r\n")
         head.append(f"Content-Length: {len(body)}\r\n\r\n")
-        if self._sock is not None and select.select([self._sock], [], [], 0)[0]:
-            # An idle connection that reads as ready was closed by the other end: open a new
-            # one, never send a request into a dead socket (urllib3 checks the same).
+        if self._buffer or (self._sock is not None
+                            and select.select([self._sock], [], [], 0)[0]):
+            # An idle connection that reads as ready was closed by the other end (or carries
+            # bytes no request asked for): open a new one, never send a request into a dead
+            # socket (urllib3 checks the same).
             self.close()
         try:
             if self._sock is None:
