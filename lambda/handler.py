@@ -38,15 +38,13 @@ Per batch:
 Lean on purpose (``bench/bench_handler.py`` measures each choice; docs/benchmarks/handler.md):
 Powertools only for its Logger; no Kinesis data classes and no opensearch-py, whose per-item work
 cost more than the bulk round trip they wrap; no requests or requests-aws4auth, whose import alone
-took 126-222 ms of a cold start, so requests go over keep-alive connections of
-``hrnb.wire.http1`` (not http.client, whose two writes per request and header parsing took 0.4
-ms of CPU per batch of 100), signed by ``hrnb.wire.sigv4`` (checked byte for byte against
-botocore). The zips carry
-python3.12 bytecode, so a cold start compiles nothing. Per record (CPU, without the round
-trip, batch 500): the fast path checks a payload in 3.6 µs where ``json.loads`` and the field
-checks take 9.8, and skips encoding the document (5.1); a ``_bulk`` answer saying no item
-failed is counted, not parsed (1.3 µs an item); Powertools' Logger writes once per batch, not
-per record (52 µs a line). A batch's second half is decoded while the node indexes the first.
+took 126-222 ms of a cold start. Requests go over keep-alive connections of ``hrnb.wire.http1``
+(http.client's two writes per request and its header parsing cost twice the CPU), signed by
+``hrnb.wire.sigv4`` (checked byte for byte against botocore). The zips carry python3.12 bytecode,
+so a cold start compiles nothing. Per record, the fast path checks a payload with one regular
+expression instead of ``json.loads`` and the field checks, and skips encoding the document; a
+``_bulk`` answer saying no item failed is counted, not parsed; Powertools' Logger writes once per
+batch, not per record. A batch's second half is decoded while the node indexes the first.
 Credentials, identities and the event itself are never logged.
 """
 
@@ -73,7 +71,6 @@ from hrnb.errors import ConfigError, RecordError
 from hrnb.wire import http1
 from hrnb.wire.alert import DEFAULT_ALERT_THRESHOLD_BPM, check_alert_threshold
 from hrnb.wire.episodes import AlertRules, Episode, EpisodeState, advance
-from hrnb.wire.http1 import ProtocolError
 from hrnb.wire.records import (
     canonical_record,
     decode_record,
@@ -338,7 +335,8 @@ class Transport:
 
     def post(self, path: str, query: str, body: bytes, timeout_s: float,
              content_type: str = "application/json") -> tuple[int, bytes]:
-        """(status, body) of a signed POST; OSError or ProtocolError when no answer came."""
+        """(status, body) of a signed POST; OSError or http1.ProtocolError when no answer
+        came."""
         return self.send(path, query, body, timeout_s, content_type).answer()
 
     def send(self, path: str, query: str, body: bytes, timeout_s: float,
@@ -511,7 +509,7 @@ class Indexer:
             status, content = exchange.answer()
         except TimeoutError as exc:
             return [{"status": "TIMEOUT", "error": str(exc)}] * count
-        except (OSError, ProtocolError) as exc:
+        except (OSError, http1.ProtocolError) as exc:
             return [{"status": "N/A", "error": str(exc) or type(exc).__name__}] * count
         if 200 <= status < 300:
             if _ALL_WRITTEN.match(content) and content.count(b'"result":') == count:
@@ -672,7 +670,7 @@ class Alerter:
               timeout_s: float, content_type: str = "application/json") -> bytes:
         try:
             status, content = transport.post(path, query, body, timeout_s, content_type)
-        except (OSError, ProtocolError) as exc:
+        except (OSError, http1.ProtocolError) as exc:
             raise AlertError(f"{what}: {exc or type(exc).__name__}") from exc
         if not 200 <= status < 300:
             raise AlertError(f"{what}: {status} {content[:300].decode('utf-8', 'replace')}")
