@@ -62,7 +62,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "tests"))  # tests/support: the helpers the tests use
 
-from support import put_payloads, read_shard  # noqa: E402
+from support import handler_module, put_payloads, read_shard  # noqa: E402
 
 from hrnb.clients import aws_client  # noqa: E402
 from hrnb.config import Settings  # noqa: E402
@@ -82,7 +82,6 @@ from hrnb.wire.records import (  # noqa: E402
     format_timestamp,
     make_record,
 )
-from hrnb.wire.sigv4 import canonical_query  # noqa: E402
 from infra_scripts.build_lambda import build  # noqa: E402
 
 BATCH_SIZES = (100, 500)
@@ -102,11 +101,8 @@ def _halves(records: Sequence[Any]) -> list[Sequence[Any]]:
 PLAIN = {"plain": _whole, "plain, halves": _halves}
 #: The handler configured as set-up configures it: episode alerts on.
 ALERTS_ON = "handler, alerts on"
-#: The handler's ``_bulk`` query (lambda/handler.py, ``Indexer.bulk_query``): into aliases only,
-#: the answer filtered to what it reads per item.
-BULK_QUERY = canonical_query({
-    "require_alias": "true",
-    "filter_path": "took,errors,items.*.status,items.*.result,items.*.error"})
+#: The handler's ``_bulk`` query (into aliases only, the answer filtered to what it reads).
+BULK_QUERY = handler_module().BULK_QUERY
 ROLE_ARN = "arn:aws:iam::123456789012:role/hrnb-bench-indexer"
 MEMORY_MB = 128
 #: AWS Lambda list price, x86, us-east-1, first pricing tier (aws.amazon.com/lambda/pricing).

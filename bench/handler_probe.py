@@ -90,7 +90,7 @@ def measure(handler: Any, indexer: Any, canned: Any, batch: dict[str, Any], roun
     def sign(number: int) -> None:
         transport = indexer.transport
         for data in bodies[number]:
-            transport.signer.sign("POST", transport.host, indexer.bulk_path, indexer.bulk_query,
+            transport.signer.sign("POST", transport.host, indexer.bulk_path, handler.BULK_QUERY,
                                   {"Content-Type": "application/json"}, data)
 
     def fixed(number: int) -> None:

@@ -7,9 +7,7 @@ request and its per-item outcomes are exercised against a real node in tests/lam
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -17,6 +15,7 @@ from typing import Any
 
 import pytest
 from aws_lambda_powertools.utilities.data_classes import KinesisStreamEvent
+from support import handler_module
 
 from hrnb.errors import ConfigError
 from hrnb.wire.alert import DEFAULT_ALERT_THRESHOLD_BPM
@@ -31,13 +30,7 @@ INGESTED_AT = format_timestamp(NOW)  # the handler formats it once per batch
 
 @pytest.fixture(scope="module")
 def handler() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("hrnb_lambda_handler",
-                                                  REPO_ROOT / "lambda" / "handler.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
+    return handler_module()
 
 
 def _records(name: str) -> list[Any]:

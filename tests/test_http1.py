@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from support import free_port, wait_until
 
 from hrnb.wire.http1 import MAX_HEAD_BYTES, Connection, ProtocolError
 
@@ -25,6 +26,7 @@ class ScriptedServer:
     replies: list[Reply]
     requests: list[bytes] = field(default_factory=list)
     connections: int = 0
+    closed: int = 0  # connections this server closed
 
     def __post_init__(self) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -41,23 +43,29 @@ class ScriptedServer:
             threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
 
     def _serve(self, sock: socket.socket) -> None:
-        with sock:
-            buffer = b""
-            while self.replies:
-                while b"\r\n\r\n" not in buffer:
-                    part = sock.recv(65536)
-                    if not part:
-                        return
-                    buffer += part
-                head, _, buffer = buffer.partition(b"\r\n\r\n")
-                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                                  if line.lower().startswith(b"content-length:")))
-                while len(buffer) < length:
-                    buffer += sock.recv(65536)
-                request, buffer = head + b"\r\n\r\n" + buffer[:length], buffer[length:]
-                self.requests.append(request)
-                if not self.replies.pop(0)(sock, request):
+        try:
+            self._answer_requests(sock)
+        finally:
+            sock.close()
+            self.closed += 1
+
+    def _answer_requests(self, sock: socket.socket) -> None:
+        buffer = b""
+        while self.replies:
+            while b"\r\n\r\n" not in buffer:
+                part = sock.recv(65536)
+                if not part:
                     return
+                buffer += part
+            head, _, buffer = buffer.partition(b"\r\n\r\n")
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:")))
+            while len(buffer) < length:
+                buffer += sock.recv(65536)
+            request, buffer = head + b"\r\n\r\n" + buffer[:length], buffer[length:]
+            self.requests.append(request)
+            if not self.replies.pop(0)(sock, request):
+                return
 
     def close(self) -> None:
         self._listener.close()
@@ -195,7 +203,7 @@ def test_a_server_that_closed_an_idle_connection_gets_the_next_request_on_a_new_
                                       keep=False),
                                answer(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb"))
     assert post(connection) == (200, b"a")  # the server closes without saying so
-    time.sleep(0.1)
+    wait_until(lambda: server.closed == 1, timeout_s=5, what="the server closed the connection")
     assert post(connection) == (200, b"b")
     assert server.connections == 2
 
@@ -222,11 +230,14 @@ def test_a_silent_server_times_out(serve) -> None:
     assert time.monotonic() - started < 1.5
 
 
-def test_nothing_listening_is_an_os_error_and_a_line_break_in_a_header_is_refused() -> None:
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        port = probe.getsockname()[1]
+def test_nothing_listening_is_a_connection_refused() -> None:
     with pytest.raises(ConnectionRefusedError):
-        post(Connection("127.0.0.1", port, None))
+        post(Connection("127.0.0.1", free_port(), None))
+
+
+def test_a_line_break_in_a_header_is_refused_before_anything_is_sent(serve) -> None:
+    server, connection = serve(answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
     with pytest.raises(ValueError, match="'X-Amz-Security-Token' holds a line break"):
-        Connection("127.0.0.1", port, None).send(
-            "POST", "/", {"X-Amz-Security-Token": "a\r\nInjected: 1"}, b"", 1)
+        connection.send("POST", "/", {"X-Amz-Security-Token": "a\r\nInjected: 1"}, b"", 1)
+    assert post(connection) == (200, b"")
+    assert len(server.requests) == 1 and b"Injected" not in server.requests[0]

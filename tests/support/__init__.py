@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import importlib.util
 import random
 import socket
 import sys
@@ -19,6 +20,7 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from hrnb.config import Settings
@@ -39,13 +41,26 @@ def run_async(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., N
     return run
 
 
+@functools.cache
+def handler_module() -> ModuleType:
+    """``lambda/handler.py`` imported from its folder in this interpreter (its pure steps and
+    constants; the packaged function runs in ``hrnb.local.worker``)."""
+    spec = importlib.util.spec_from_file_location(
+        "hrnb_lambda_handler", Path(__file__).resolve().parents[2] / "lambda" / "handler.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while being built
+    spec.loader.exec_module(module)
+    return module
+
+
 def free_port() -> int:
     """A loopback TCP port nothing listens on right now, and the one after it too (a secured
     stack's node takes its front's port + 1 unless told otherwise).
 
     Chosen below the kernel's ephemeral range: a port the kernel handed out (``bind(0)``) may be
     given to an outgoing connection before the test's server binds it, which failed a CI run."""
-    lowest_ephemeral = _ephemeral_range()[0]
+    lowest_ephemeral = _lowest_ephemeral_port()
     chooser = random.SystemRandom()
     for _ in range(200):
         port = chooser.randrange(_LOWEST_TEST_PORT, lowest_ephemeral - 1)
@@ -58,12 +73,11 @@ def free_port() -> int:
 _LOWEST_TEST_PORT = 12000
 
 
-def _ephemeral_range() -> tuple[int, int]:
+def _lowest_ephemeral_port() -> int:
     try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999  # Linux's default
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def _bindable(port: int) -> bool:
