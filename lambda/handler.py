@@ -54,6 +54,7 @@ import base64
 import binascii
 import functools
 import json
+import math
 import os
 import re
 import ssl
@@ -222,7 +223,7 @@ def to_delivery(
     heart_rate = parsed["heart_rate"]
     alert = heart_rate is not None and heart_rate > config.alert_threshold_bpm
     arrival = _arrival(record)
-    document = cast(dict[str, Any], parsed)  # a fresh dict, completed in place (no copy)
+    document = cast("dict[str, Any]", parsed)  # a fresh dict, completed in place (no copy)
     document["kinesis_arrival"] = arrival
     document["ingested_at"] = ingested_at
     document["alert"] = alert
@@ -279,10 +280,29 @@ def _arrival(record: Mapping[str, Any]) -> str:
 
 @functools.lru_cache(maxsize=1024)
 def _format_epoch(seconds: float) -> str:
-    """Epoch seconds as the schema writes times (``format_timestamp``'s result for this UTC
-    moment, without its checks); cached, as records put together share their (millisecond)
-    arrival time."""
-    return datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    """Epoch seconds as the schema writes times: what ``datetime.fromtimestamp`` and
+    ``isoformat`` give (``format_timestamp``'s result for this UTC moment). Cached, as records
+    put together share their (millisecond) arrival time; a new time is put together from its
+    minute's cached text and its second's and millisecond's, for under half their cost."""
+    fraction, whole = math.modf(seconds)
+    micros = round(fraction * 1e6)  # as datetime.fromtimestamp rounds: half to even
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    elif micros < 0:
+        whole, micros = whole - 1, micros + 1_000_000
+    minute, second = divmod(int(whole), 60)
+    return _utc_minute(minute) + _SECONDS[second] + _MILLIS[micros // 1000]
+
+
+#: ":SS" and ".mmmZ" of every second and millisecond: a time is put together, not formatted.
+_SECONDS = tuple(f":{second:02d}" for second in range(60))
+_MILLIS = tuple(f".{millis:03d}Z" for millis in range(1000))
+
+
+@functools.lru_cache(maxsize=64)
+def _utc_minute(minute: int) -> str:
+    """``YYYY-MM-DDTHH:MM`` of an epoch minute, UTC."""
+    return datetime.fromtimestamp(minute * 60, tz=UTC).isoformat()[:16]
 
 
 def _is_retryable(status: Any) -> bool:

@@ -8,6 +8,7 @@ request and its per-item outcomes are exercised against a real node in tests/lam
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -130,6 +131,19 @@ def test_bad_records_become_dead_letters_saying_why(handler: ModuleType) -> None
     # Keyed by stream position, so a redelivered bad record overwrites itself.
     assert deliveries[0].doc_id == "hrnb-sample-events:shardId-000000000000:3"
     assert deliveries[1].document["field"] == "heart_rate"
+
+
+def test_arrival_times_format_as_datetime_does(handler: ModuleType) -> None:
+    # Rounding to the microsecond is half to even, then the milliseconds are cut: the ties
+    # and the carries into the next second, minute and year are where a shortcut would differ.
+    edges = [0.0, 59.9995, 59.9999995, 1764648618.971, 1764648659.9994995, 1767225599.9999996,
+             1_000_000_000.0004995, 1_000_000_000.0005005, -0.5, -59.9999996]
+    generator = random.Random(16)
+    arbitrary = [generator.uniform(-1e9, 4e9) for _ in range(20_000)]
+    as_kinesis_writes = [generator.randrange(10**12, 4 * 10**12) / 1000 for _ in range(20_000)]
+    for seconds in edges + arbitrary + as_kinesis_writes:
+        expected = datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="milliseconds")
+        assert handler._format_epoch(seconds) == expected[:-6] + "Z", seconds
 
 
 def test_retryable_item_statuses(handler: ModuleType) -> None:
