@@ -13,7 +13,10 @@ the same documents and ids, and the same OpenSearch node:
   ``hrnb.local.worker`` on python3.12: decoding, validation, SigV4 signing, per-item answers
   (a batch of 50 or more in two halves, two requests in flight);
 - **before** (with ``--before SRC``): the handler of another source tree (a checkout of an
-  earlier commit), built and run the same way.
+  earlier commit), built and run the same way;
+- **handler, phases**: the handler's zips again with ``bench/handler_phases.py`` marking when
+  each phase of an invocation ends (decoding, sending, waiting, Powertools' logging): where its
+  time goes under the same conditions; its throughput is not reported.
 
 For batch sizes 100 and 500, every round posts each batch once per approach, the approaches
 interleaved batch by batch (their order rotating); docs/s = records / summed time, best of
@@ -101,6 +104,8 @@ def _halves(records: Sequence[Any]) -> list[Sequence[Any]]:
 PLAIN = {"plain": _whole, "plain, halves": _halves}
 #: The handler configured as set-up configures it: episode alerts on.
 ALERTS_ON = "handler, alerts on"
+#: The handler again, its phases timed by bench/handler_phases.py (its throughput not reported).
+PHASES = "handler, phases"
 #: The handler's ``_bulk`` query (into aliases only, the answer filtered to what it reads).
 BULK_QUERY = handler_module().BULK_QUERY
 ROLE_ARN = "arn:aws:iam::123456789012:role/hrnb-bench-indexer"
@@ -115,6 +120,8 @@ TARGET_CPU_US = 20.0
 TARGET_COLD_MS = 250.0
 _REPORT_RE = re.compile(r"^REPORT RequestId: (\S+)\tDuration: ([0-9.]+) ms", re.MULTILINE)
 _PROBE = REPO_ROOT / "bench" / "handler_probe.py"
+_PHASES_MODULE = REPO_ROOT / "bench" / "handler_phases.py"
+_PHASES_LINE = re.compile(r"^PHASES (.*)$", re.MULTILINE)
 NO_BYTECODE = "handler, zips without .pyc"
 
 
@@ -357,14 +364,36 @@ def function_environment(settings: Settings, index: str) -> dict[str, str]:
 
 
 def worker_for(deployment: Deployment, python: str, environment: Mapping[str, str],
-               log_path: Path) -> LambdaWorker:
+               log_path: Path, handler: str = "handler.lambda_handler") -> LambdaWorker:
     spec = FunctionSpec(
         function_name="bench-indexer", function_arn="arn:bench:indexer",
-        handler="handler.lambda_handler", task_root=deployment.task_root,
+        handler=handler, task_root=deployment.task_root,
         layer_roots=(deployment.layer_root,), python=python, timeout_s=900,
         memory_mb=MEMORY_MB, environment=dict(environment),
     )
     return LambdaWorker(spec, log_path=log_path)
+
+
+def with_phases(deployment: Deployment, work: Path) -> Deployment:
+    """The deployment's function code with bench/handler_phases.py beside ``handler.py``."""
+    task_root = work / "phases-task"
+    shutil.copytree(deployment.task_root, task_root)
+    shutil.copy(_PHASES_MODULE, task_root / _PHASES_MODULE.name)
+    return Deployment(task_root, deployment.layer_root)
+
+
+def phase_marks(log_path: Path) -> dict[str, tuple[float, float]]:
+    """Per phase (bench/handler_phases.py), the median over the invocations that sent records
+    of when it ended: (wall ms, CPU ms) from the invocation's start."""
+    ends: dict[str, list[tuple[float, float]]] = {}
+    for line in _PHASES_LINE.findall(log_path.read_text()):
+        marks = json.loads(line)
+        if not any(phase == "part 1 sent" for phase, _, _ in marks):
+            continue  # the empty batch that loads the handler
+        for phase, wall, cpu in marks:
+            ends.setdefault(phase, []).append((wall, cpu))
+    return {phase: (statistics.median(w for w, _ in at), statistics.median(c for _, c in at))
+            for phase, at in ends.items()}
 
 
 def billed_ms(log_path: Path) -> dict[str, float]:
@@ -495,7 +524,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress(f"writing {args.records} records to the emulated stream and reading them back")
         records, stream_arn, shard_id = stream_records(settings, args.records)
 
-        approaches = {name: Approach(name) for name in (*PLAIN, *deployments, ALERTS_ON)}
+        approaches = {name: Approach(name)
+                      for name in (*PLAIN, *deployments, ALERTS_ON, PHASES)}
+        phased = with_phases(deployments["handler"], work)
+        phases: dict[int, dict[str, tuple[float, float]]] = {}
         answers: dict[int, tuple[list[KinesisEvent], bytes, bytes]] = {}
         cold_index = f"hrnb-bench-cold-{uuid.uuid4().hex[:6]}"
         created: list[str] = [cold_index]
@@ -543,6 +575,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     deployments["handler"], python,
                     {**function_environment(settings, indices[ALERTS_ON]), **alerts.environment},
                     work / f"{indices[ALERTS_ON]}.log")
+                workers[PHASES] = worker_for(
+                    phased, python, function_environment(settings, indices[PHASES]),
+                    work / f"{indices[PHASES]}.log", handler="handler_phases.lambda_handler")
                 try:
                     for worker in workers.values():  # init (imports) kept out of the rounds
                         worker.invoke({"Records": []})
@@ -584,6 +619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 finally:
                     for worker in workers.values():
                         worker.close()
+                phases[size] = phase_marks(workers[PHASES].log_path)
                 for name, index in indices.items():
                     opensearch.indices.refresh(index=index)
                     stored = opensearch.count(index=index)["count"]
@@ -614,7 +650,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 opensearch.indices.delete_index_template(name=f"{index}-dlq", ignore=[404])
 
     node_us = {size: min(rounds) / len(records) * 1e6 for size, rounds in node_cpu.items()}
-    report = render(approaches, cpu, clients, node_us, cold, imports, notified,
+    report = render(approaches, phases, cpu, clients, node_us, cold, imports, notified,
                     records=len(records), python=python, args=args,
                     load=(load_before, os.getloadavg()),
                     sizes={name: d.sizes for name, d in deployments.items()})
@@ -625,11 +661,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def render_phases(approaches: Mapping[str, Approach],
+                  phases: Mapping[int, Mapping[str, tuple[float, float]]]) -> list[str]:
+    """Where an invocation's time goes: the phase marks beside the plain request's time."""
+    def median_ms(name: str, size: int) -> float:
+        return statistics.median(s for batches in approaches[name].seconds[size]
+                                 for s in batches) * 1000
+    order = list(dict.fromkeys(phase for size in BATCH_SIZES for phase in phases[size]))
+    lines = [
+        "", "## Where an invocation's time goes", "",
+        f"*{PHASES}*: when each phase of an invocation ended, in ms from its start, and the CPU "
+        "the worker had used by then: the median over the invocations of all rounds. "
+        "`bench/handler_phases.py` wraps the packaged handler's own functions (the indexer "
+        "asked for, each request's lines ready, sent and answered, the batch line) and runs in "
+        "a worker of its own, taking its turn in every round. Wall time beyond CPU is waiting: "
+        "for the node's answers, or for a core. For comparison, the median request of *plain* "
+        "took " + " and ".join(f"{median_ms('plain', size):.2f} ms at batch {size}"
+                                for size in BATCH_SIZES)
+        + ", the median Duration of *handler* " + " and ".join(
+            f"{median_ms('handler', size):.2f}" for size in BATCH_SIZES) + ".",
+        "",
+        "| phase ended | " + " | ".join(f"batch {size} ms | CPU ms" for size in BATCH_SIZES)
+        + " |",
+        "|---|" + "---:|---:|" * len(BATCH_SIZES),
+    ]
+    for phase in order:
+        cells = [f"{phases[size][phase][0]:.2f} | {phases[size][phase][1]:.2f}"
+                 if phase in phases[size] else "– | –" for size in BATCH_SIZES]
+        lines.append(f"| {phase} | " + " | ".join(cells) + " |")
+
+    def summary(size: int) -> str:
+        wall = {phase: at for phase, (at, _) in phases[size].items()}
+        sent = [at for phase, at in wall.items() if phase.endswith(" sent")]
+        answered = max(at for phase, at in wall.items() if phase.endswith(" answered"))
+        powertools = (wall["decorator in"] + wall["batch line out"] - wall["batch line in"]
+                      + wall["end"] - wall["batch line out"])
+        return (f"at batch {size}, {wall['part 1 sent']:.2f} ms before the node has any work "
+                f"(the decorator, the first part decoded, signed and sent), "
+                f"{answered - max(sent):.2f} ms waiting for the answers after the last part "
+                f"went out, {powertools:.2f} ms in Powertools' decorator and batch line")
+    lines += ["", "Medians of the marks, so only roughly additive: "
+              + "; ".join(summary(size) for size in BATCH_SIZES) + "."]
+    return lines
+
+
 def _ok(met: bool) -> str:
     return "met" if met else "**not met**"
 
 
-def render(approaches: Mapping[str, Approach], cpu: Mapping[str, Mapping[str, float]],
+def render(approaches: Mapping[str, Approach],
+           phases: Mapping[int, Mapping[str, tuple[float, float]]],
+           cpu: Mapping[str, Mapping[str, float]],
            clients: Mapping[str, float], node_us: Mapping[int, float],
            cold: Mapping[str, Sequence[tuple[float, float]]],
            imports: Mapping[str, Mapping[str, float]], notified: int, *,
@@ -686,6 +768,9 @@ def render(approaches: Mapping[str, Approach], cpu: Mapping[str, Mapping[str, fl
         "announcing an episode) and each new episode is published (the state is "
         "dropped before each round, so every round's samples are news; "
         f"{notified} episodes were published over all rounds). *handler* runs without them;",
+        f"- **{PHASES}**: the handler's zips again, in a worker of their own, with "
+        "`bench/handler_phases.py` marking when each phase of an invocation ends (below); its "
+        "throughput is not reported;",
     ]
     if before is not None:
         lines.append("- **before**: the handler of the `--before` tree, its zips built by that "
@@ -727,6 +812,7 @@ def render(approaches: Mapping[str, Approach], cpu: Mapping[str, Mapping[str, fl
               + ". The best rounds of each approach need not be the same round, so the ratio "
               "of the bests moves with one lucky round of either; the median of the rounds' "
               "own ratios moves less."]
+    lines += render_phases(approaches, phases)
     ratios_met = all(ratio(handler, size) >= TARGET_RATIO for size in BATCH_SIZES)
     worst_cpu = max(cpu[str(s)]["invocation"] for s in BATCH_SIZES)
     warm_cold = statistics.median(reported for reported, _ in cold["handler"])
