@@ -1,19 +1,23 @@
 """hrnb.wire.http1, the Lambda function's HTTP/1.1 client, against a real TCP server that
 answers with scripted bytes: each framing RFC 9112 allows, answers cut anywhere, servers that
-close, stall or answer garbage. (The handler's tests run it against the real node and SNS.)"""
+close, stall or answer garbage; keep-alive and stale connections over TLS as well, verified
+against the local CA. (The handler's tests run it against the real node and SNS.)"""
 
 from __future__ import annotations
 
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from support import free_port, wait_until
 
+from hrnb.local.tls import FRONT_NAME, LocalTls, ensure_local_tls
 from hrnb.wire.http1 import MAX_HEAD_BYTES, Connection, ProtocolError
 
 Reply = Callable[[socket.socket, bytes], bool]  # writes an answer; False: close the connection
@@ -24,6 +28,7 @@ class ScriptedServer:
     """Accepts connections and answers each request with the next reply in ``replies``."""
 
     replies: list[Reply]
+    tls: ssl.SSLContext | None = None  # TLS on each accepted connection
     requests: list[bytes] = field(default_factory=list)
     connections: int = 0
     closed: int = 0  # connections this server closed
@@ -44,7 +49,11 @@ class ScriptedServer:
 
     def _serve(self, sock: socket.socket) -> None:
         try:
+            if self.tls is not None:
+                sock = self.tls.wrap_socket(sock, server_side=True)
             self._answer_requests(sock)
+        except OSError:  # the client went away (or refused the certificate)
+            return
         finally:
             sock.close()
             self.closed += 1
@@ -82,15 +91,28 @@ def answer(*pieces: bytes, keep: bool = True, pause_s: float = 0.02) -> Reply:
     return reply
 
 
+@pytest.fixture(scope="module")
+def local_tls(tmp_path_factory: pytest.TempPathFactory) -> LocalTls:
+    return ensure_local_tls(Path(tmp_path_factory.mktemp("tls")))
+
+
 @pytest.fixture
-def serve() -> Iterator[Callable[..., tuple[ScriptedServer, Connection]]]:
+def serve(local_tls: LocalTls) -> Iterator[Callable[..., tuple[ScriptedServer, Connection]]]:
     servers: list[ScriptedServer] = []
     connections: list[Connection] = []
 
-    def start(*replies: Reply) -> tuple[ScriptedServer, Connection]:
-        server = ScriptedServer(list(replies))
+    def start(*replies: Reply, tls: bool = False) -> tuple[ScriptedServer, Connection]:
+        """A server answering with ``replies`` and a client connection to it; with ``tls``,
+        both speak TLS, the client verifying the server against the local CA (as the
+        function verifies the domain)."""
+        server_tls = client_tls = None
+        if tls:
+            server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            server_tls.load_cert_chain(local_tls.cert(FRONT_NAME), local_tls.key(FRONT_NAME))
+            client_tls = ssl.create_default_context(cafile=str(local_tls.ca))
+        server = ScriptedServer(list(replies), server_tls)
         servers.append(server)
-        connections.append(Connection("127.0.0.1", server.port, None))
+        connections.append(Connection("127.0.0.1", server.port, client_tls))
         return server, connections[-1]
 
     yield start
@@ -114,10 +136,11 @@ def test_the_request_is_the_method_target_headers_length_and_body(serve) -> None
                                b"X-Test: yes\r\nContent-Length: 10\r\n\r\n0123456789"]
 
 
-def test_a_kept_alive_connection_carries_the_next_request(serve) -> None:
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_a_kept_alive_connection_carries_the_next_request(serve, tls: bool) -> None:
     server, connection = serve(
         answer(b"HTTP/1.1 201 Created\r\ncontent-length: 5\r\n\r\nfirst"),
-        answer(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n", b"sec", b"ond"))
+        answer(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n", b"sec", b"ond"), tls=tls)
     assert post(connection) == (201, b"first")
     assert post(connection) == (200, b"second")
     assert server.connections == 1
@@ -197,22 +220,42 @@ def test_a_server_that_closes_mid_answer_is_a_connection_error(
         post(connection)
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
 def test_a_server_that_closed_an_idle_connection_gets_the_next_request_on_a_new_one(
-        serve) -> None:
+        serve, tls: bool) -> None:
     server, connection = serve(answer(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na",
                                       keep=False),
-                               answer(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb"))
+                               answer(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb"),
+                               tls=tls)
     assert post(connection) == (200, b"a")  # the server closes without saying so
     wait_until(lambda: server.closed == 1, timeout_s=5, what="the server closed the connection")
     assert post(connection) == (200, b"b")
     assert server.connections == 2
 
 
-def test_bytes_after_an_answer_are_not_read_as_the_next_one(serve) -> None:
-    server, connection = serve(answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 "
-                                      b"500 Stale\r\nContent-Length: 0\r\n\r\n"),
-                               answer(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext"))
+STALE = b"HTTP/1.1 500 Stale\r\nContent-Length: 0\r\n\r\n"
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+@pytest.mark.parametrize("later", [False, True], ids=["same-write", "later-write"])
+def test_bytes_after_an_answer_are_not_read_as_the_next_one(
+        serve, tls: bool, later: bool) -> None:
+    # In the answer's own write, the bytes arrive with it (read into the client's buffer); in a
+    # later write (with TLS, a record of their own), they wait in the socket after it was read.
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    written = threading.Event()
+
+    write = answer(ok, STALE) if later else answer(ok + STALE)
+
+    def stale(sock: socket.socket, request: bytes) -> bool:
+        write(sock, request)
+        written.set()
+        return True
+
+    server, connection = serve(
+        stale, answer(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext"), tls=tls)
     assert post(connection) == (200, b"ok")
+    wait_until(written.is_set, timeout_s=5, what="the stale bytes written")
     assert post(connection) == (200, b"next")  # on a new connection, not the stale "500"
     assert server.connections == 2
 

@@ -61,7 +61,8 @@ class Connection:
                             and select.select([self._sock], [], [], 0)[0]):
             # An idle connection that reads as ready was closed by the other end (or carries
             # bytes no request asked for): open a new one, never send a request into a dead
-            # socket (urllib3 checks the same).
+            # socket (urllib3 checks the same). With TLS too: a read of _READ_BYTES takes a
+            # whole record (at most 16 KiB), so a later record waits in the socket.
             self.close()
         try:
             if self._sock is None:
