@@ -420,8 +420,15 @@ class Indexer:
                 "AWS_SECRET_ACCESS_KEY from the execution role",
                 setting="AWS_ACCESS_KEY_ID",
             )
-        credentials = Credentials(access_key, secret_key,
-                                  environ.get("AWS_SESSION_TOKEN") or None)
+        session_token = environ.get("AWS_SESSION_TOKEN") or None
+        for name, value in (("AWS_ACCESS_KEY_ID", access_key),
+                            ("AWS_SECRET_ACCESS_KEY", secret_key),
+                            ("AWS_SESSION_TOKEN", session_token)):
+            if value is not None and ("\r" in value or "\n" in value):
+                # Sent in request headers, it would end them early: refused, never sent.
+                raise ConfigError(f"{name} holds a line break, which no AWS credential has",
+                                  setting=name)
+        credentials = Credentials(access_key, secret_key, session_token)
         signer = SigV4Signer(credentials, config.region, "es")
         return cls(config, Transport(config.endpoint, signer))
 
