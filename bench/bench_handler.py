@@ -694,8 +694,8 @@ def render_phases(approaches: Mapping[str, Approach],
         wall = {phase: at for phase, (at, _) in phases[size].items()}
         sent = [at for phase, at in wall.items() if phase.endswith(" sent")]
         answered = max(at for phase, at in wall.items() if phase.endswith(" answered"))
-        powertools = (wall["decorator in"] + wall["batch line out"] - wall["batch line in"]
-                      + wall["end"] - wall["batch line out"])
+        # The decorator's entry, and everything from the batch line on (line and exit).
+        powertools = wall["decorator in"] + wall["end"] - wall["batch line in"]
         return (f"at batch {size}, {wall['part 1 sent']:.2f} ms before the node has any work "
                 f"(the decorator, the first part decoded, signed and sent), "
                 f"{answered - max(sent):.2f} ms waiting for the answers after the last part "

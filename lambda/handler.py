@@ -425,7 +425,8 @@ class Indexer:
                             ("AWS_SECRET_ACCESS_KEY", secret_key),
                             ("AWS_SESSION_TOKEN", session_token)):
             if value is not None and ("\r" in value or "\n" in value):
-                # Sent in request headers, it would end them early: refused, never sent.
+                # The key id and the token go into request headers, which a line break would
+                # end early; the secret has none either. Refused, never sent or echoed.
                 raise ConfigError(f"{name} holds a line break, which no AWS credential has",
                                   setting=name)
         credentials = Credentials(access_key, secret_key, session_token)
