@@ -15,7 +15,7 @@ the same documents and ids, and the same OpenSearch node:
 - **before** (with ``--before SRC``): the handler of another source tree (a checkout of an
   earlier commit), built and run the same way;
 - **handler, phases**: the handler's zips again with ``bench/handler_phases.py`` marking when
-  each phase of an invocation ends (decoding, sending, waiting, Powertools' logging): where its
+  each phase of an invocation ends (decoding, sending, waiting, logging): where its
   time goes under the same conditions; its throughput is not reported.
 
 For batch sizes 100 and 500, every round posts each batch once per approach, the approaches
@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aws_lambda_powertools as powertools
 import psutil
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -312,37 +313,50 @@ def stream_records(settings: Settings, count: int) -> tuple[list[dict[str, Any]]
 
 @dataclass(frozen=True)
 class Deployment:
-    """A handler's zips, unpacked as the poller unpacks them, with their sizes (zipped,
+    """A handler's code, unpacked as the poller unpacks it, with its zips' sizes (zipped,
     unzipped bytes)."""
 
     task_root: Path
-    layer_root: Path
     sizes: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # zip name -> sizes
 
 
 def deploy(source_root: Path, work: Path, settings: Settings) -> Deployment:
     """Build a tree's zips with that tree's own build script (an earlier tree's zips as it
-    shipped them, without bytecode say) and unpack them as the poller does."""
+    shipped them, without bytecode say) and unpack them as the poller does. An earlier tree's
+    dependency layer (before #16 was closed) is unpacked into the same directory, after the
+    function's files: the worker runs a function from one directory, and the handler finds its
+    imports as it did in ``/var/task`` and ``/opt/python``."""
     out = work / "build"
     if source_root == REPO_ROOT:
-        built = build(out, architectures=("x86_64",), source_root=source_root)
-        shas = built.function.code_sha256, built.layer("x86_64").code_sha256
+        build(out, source_root=source_root)
     else:
         subprocess.run([sys.executable, str(source_root / "infra_scripts" / "build_lambda.py"),
                         "--out", str(out), "--arch", "x86_64"], check=True, cwd=source_root,
                        env={**os.environ, "PYTHONPATH": str(source_root)},
                        stdout=subprocess.DEVNULL)
-        manifest = json.loads((out / "manifest.json").read_text())
-        shas = manifest["function"]["code_sha256"], manifest["layers"]["x86_64"]["code_sha256"]
+    manifest = json.loads((out / "manifest.json").read_text())
     local = settings.with_overrides(state_dir=work / "state")
+    zips = ["function.zip", *(f"layer-{arch}.zip" for arch in manifest.get("layers", {})
+                              if arch == "x86_64")]
     sizes = {}
-    for name in ("function.zip", "layer-x86_64.zip"):
+    for name in zips:
         store_local_code(local.state_dir, (out / name).read_bytes())
         with zipfile.ZipFile(out / name) as archive:
             sizes[name] = ((out / name).stat().st_size,
                            sum(info.file_size for info in archive.infolist()))
-    return Deployment(unpacked_code(local.state_dir, shas[0]),
-                      unpacked_code(local.state_dir, shas[1]), sizes)
+    task_root = unpacked_code(local.state_dir, manifest["function"]["code_sha256"])
+    if len(zips) > 1:
+        merged = work / "task"
+        shutil.copytree(task_root, merged)
+        with zipfile.ZipFile(out / zips[1]) as layer:
+            for info in layer.infolist():
+                if info.filename.startswith("python/") and not info.is_dir():
+                    target = merged / info.filename.removeprefix("python/")
+                    if not target.exists():
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.write_bytes(layer.read(info))
+        task_root = merged
+    return Deployment(task_root, sizes)
 
 
 def write_aliases(opensearch: Any, index: str) -> None:
@@ -367,8 +381,7 @@ def worker_for(deployment: Deployment, python: str, environment: Mapping[str, st
                log_path: Path, handler: str = "handler.lambda_handler") -> LambdaWorker:
     spec = FunctionSpec(
         function_name="bench-indexer", function_arn="arn:bench:indexer",
-        handler=handler, task_root=deployment.task_root,
-        layer_roots=(deployment.layer_root,), python=python, timeout_s=900,
+        handler=handler, task_root=deployment.task_root, python=python, timeout_s=900,
         memory_mb=MEMORY_MB, environment=dict(environment),
     )
     return LambdaWorker(spec, log_path=log_path)
@@ -379,7 +392,7 @@ def with_phases(deployment: Deployment, work: Path) -> Deployment:
     task_root = work / "phases-task"
     shutil.copytree(deployment.task_root, task_root)
     shutil.copy(_PHASES_MODULE, task_root / _PHASES_MODULE.name)
-    return Deployment(task_root, deployment.layer_root)
+    return Deployment(task_root)
 
 
 def phase_marks(log_path: Path) -> dict[str, tuple[float, float]]:
@@ -413,9 +426,8 @@ def cold_start(deployment: Deployment, python: str, environment: Mapping[str, st
     find what an earlier start compiled and wrote). Without ``bytecode`` the copy loses the
     zips' ``__pycache__`` folders: what shipping no bytecode costs."""
     fresh = work / f"cold-{uuid.uuid4().hex[:8]}"
-    copy = Deployment(fresh / "task", fresh / "layer")
+    copy = Deployment(fresh / "task")
     shutil.copytree(deployment.task_root, copy.task_root)
-    shutil.copytree(deployment.layer_root, copy.layer_root)
     if not bytecode:
         for cache in sorted(fresh.rglob("__pycache__")):
             shutil.rmtree(cache)
@@ -438,8 +450,8 @@ def import_times(deployments: Mapping[str, Deployment], python: str,
     best: dict[str, dict[str, float]] = {name: {} for name in deployments}
     for _ in range(rounds):
         for name, deployment in deployments.items():
-            code = (f"import sys; sys.path[:0] = [{str(deployment.task_root)!r}, "
-                    f"{str(deployment.layer_root / 'python')!r}]; import handler")
+            code = (f"import sys; sys.path[:0] = [{str(deployment.task_root)!r}]; "
+                    "import handler")
             done = subprocess.run([python, "-I", "-S", "-X", "importtime", "-c", code],
                                   capture_output=True, text=True, check=True)
             lines = [line for line in done.stderr.splitlines()
@@ -473,7 +485,8 @@ def probe_cpu(deployment: Deployment, python: str, environment: Mapping[str, str
               rounds: int) -> dict[str, dict[str, float]]:
     spec_path, output = work / "probe-input.json", work / "probe-output.json"
     spec_path.write_text(json.dumps({
-        "paths": [str(deployment.task_root), str(deployment.layer_root / "python")],
+        # Powertools, for its Kinesis data classes alone (measured against reading the dict).
+        "paths": [str(deployment.task_root), str(Path(powertools.__file__).parents[1])],
         "environment": dict(environment), "rounds": rounds, "output": str(output),
         "batches": {str(size): {"events": events, "answer": first.decode(),
                                 "rewrite_answer": rewrite.decode()}
@@ -694,12 +707,12 @@ def render_phases(approaches: Mapping[str, Approach],
         wall = {phase: at for phase, (at, _) in phases[size].items()}
         sent = [at for phase, at in wall.items() if phase.endswith(" sent")]
         answered = max(at for phase, at in wall.items() if phase.endswith(" answered"))
-        # The decorator's entry, and everything from the batch line on (line and exit).
-        powertools = wall["decorator in"] + wall["end"] - wall["batch line in"]
+        # The entry (the log started), and everything from the batch line on (line and exit).
+        logging = wall["log started"] + wall["end"] - wall["batch line in"]
         return (f"at batch {size}, {wall['part 1 sent']:.2f} ms before the node has any work "
-                f"(the decorator, the first part decoded, signed and sent), "
+                f"(the entry, the first part decoded, signed and sent), "
                 f"{answered - max(sent):.2f} ms waiting for the answers after the last part "
-                f"went out, {powertools:.2f} ms in Powertools' decorator and batch line")
+                f"went out, {logging:.2f} ms in the entry, the batch line and the exit")
     lines += ["", "Medians of the marks, so only roughly additive: "
               + "; ".join(summary(size) for size in BATCH_SIZES) + "."]
     return lines
@@ -823,15 +836,15 @@ def render(approaches: Mapping[str, Approach],
         "`bench/handler_probe.py` runs in the worker's interpreter with only the unpacked zips on "
         "its path and times with `time.process_time` (this process's CPU, no waiting), batch by "
         f"batch, the best of {args.cpu_rounds} rounds for each batch, over all {records:,} "
-        "records. *invocation* is `lambda_handler` on every event, the whole path (Powertools' "
-        "decorator and logs, decoding, validation, the bodies, SigV4 signing, reading and "
+        "records. *invocation* is `lambda_handler` on every event, the whole path (its log "
+        "lines, decoding, validation, the bodies, SigV4 signing, reading and "
         "sorting the answers), with the transport's sending replaced by the node's real answer "
         "to the first write of a batch that size, cut to each request's items: its items say "
         "`created`, as on a first delivery; the next column hands back the answer to a rewrite "
         "(`updated`), as on a redelivery. The function runs without `ALERT_TOPIC_ARN`: the "
         "indexer alone, episode alerts (issue #17: a state read and write per batch, a publish "
         "per new episode) off. The other columns time steps of it alone; *fixed* is "
-        "`lambda_handler` on an empty batch (Powertools' decorator, the batch line), its share "
+        "`lambda_handler` on an empty batch (the log's start, the batch line), its share "
         "per record of a batch that size.",
         "",
         "| batch size | invocation µs/record | same, rewrite | decode + validate | "
@@ -863,12 +876,12 @@ def render(approaches: Mapping[str, Approach],
         f"document in {figures['json_encode']:.2f}. On the fast path the handler does neither: "
         "the payload is the record's own compact JSON, so the document's is it plus three "
         "fields, byte for byte what encoding it gives. orjson would cut both but adds 376 KB "
-        "unpacked (130 KB zipped, 3.13.0 x86_64) to a layer that must not grow.",
+        "unpacked (130 KB zipped, 3.13.0 x86_64), the handler's only dependency.",
         f"- Signing: `hrnb.wire.sigv4` (stdlib hmac/hashlib) signs a body in "
         f"{figures['sign'] * max(BATCH_SIZES):.0f} µs, {figures['sign']:.2f} per record. "
         "Per record, signing is cheap whichever library does it; what requests and "
         "requests-aws4auth cost is their import at every cold start (`requests` in the "
-        "*before* import times below) and five packages in the layer.",
+        "import times of the handler before #16) and five packages in a layer.",
         f"- HTTP: posting a batch of 100 and reading the answer took {clients['http.client']:.0f} "
         f"µs of CPU per request with the stdlib's http.client (the head and the body in two "
         f"writes, the answer's headers parsed by the `email` package) and "
@@ -876,14 +889,19 @@ def render(approaches: Mapping[str, Approach],
         "headers read directly); the same request to the same node, the two taking turns, "
         "best of the CPU rounds per request. The handler posts over `hrnb.wire.http1` on "
         "keep-alive connections, two when a batch goes out in halves.",
-        "- Logging: Powertools' Logger writes the batch line (in *fixed*) and dead letters, "
-        "once per batch or per bad record; no line per record. A per-record alert line "
-        "through it cost 52–56 µs in earlier runs of this benchmark (its record, caller lookup "
-        "and key merging); issue #17 replaced per-record alert lines with one notification "
-        "and one line per episode.",
-        "- Dependencies: the layer holds Powertools (for its Logger) with jmespath and "
-        "typing-extensions; opensearch-py, requests, requests-aws4auth and their closure are "
-        "gone. Zip sizes (zipped / unzipped KB), bytecode included where the zips carry it: "
+        "- Logging: `hrnb.wire.jsonlog` writes the batch line (in *fixed*) and dead letters, "
+        "once per batch or per bad record, as JSON lines with Powertools Logger's keys. An "
+        "invocation's log work (its start and the batch line, written to memory) took "
+        f"{cpu['log']['jsonlog']:.0f} µs of CPU with it and "
+        f"{cpu['log']['powertools']:.0f} µs with Powertools' Logger and its "
+        "`inject_lambda_context` (the logging module's record, the caller lookup, the "
+        "formatter's key merging), best of the CPU rounds; in place, where the worker wakes "
+        "with cold caches, several times that (the phase marks above). Powertools' Logger "
+        "was the last thing a layer held.",
+        "- Dependencies: none; the function zip carries the handler and `hrnb.wire`, and "
+        "there is no layer (before #16: Powertools, jmespath and typing-extensions, and "
+        "opensearch-py, requests, requests-aws4auth with their closure). Zip sizes "
+        "(zipped / unzipped KB), bytecode included where the zips carry it: "
         + "; ".join(f"{name}: " + ", ".join(
             f"{zip_name} {zipped / 1024:,.0f} / {unzipped / 1024:,.0f}"
             for zip_name, (zipped, unzipped) in zips.items()) for name, zips in sizes.items())

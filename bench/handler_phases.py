@@ -5,12 +5,12 @@ Copied next to the unpacked ``handler.py`` and named as the function's handler
 and after each invocation writes one line to the log: ``PHASES`` and a JSON list of
 ``[phase, wall ms, CPU ms]`` from the invocation's start, each the moment a phase ended:
 
-- ``decorator in``: Powertools' ``inject_lambda_context`` until the body asks for the indexer;
+- ``log started``: the handler's entry until it asks for the indexer (``log.start``);
 - ``part 1 decoded`` … (one per request): the records of that part decoded and validated, its
   ``_bulk`` lines ready; ``part 1 sent``: its body signed and written;
 - ``part 1 answered`` …: its answer read (the waiting for the node);
-- ``batch line in``, ``batch line out``: Powertools' ``logger.info`` of the batch summary;
-- ``end``: the decorator's exit, the answer handed back.
+- ``batch line in``, ``batch line out``: ``log.info`` of the batch summary;
+- ``end``: the answer handed back.
 
 Why: the Duration shows how long an invocation took, not where; these marks show it under the
 benchmark's own conditions (a worker process woken per batch, the node busy beside it), where
@@ -37,7 +37,7 @@ def _mark(phase: str) -> None:
 
 def _timed_indexer(indexer: Callable[[], Any]) -> Callable[[], Any]:
     def timed() -> Any:
-        _mark("decorator in")
+        _mark("log started")
         return indexer()
     return timed
 
@@ -75,7 +75,7 @@ def _timed_info(info: Callable[..., Any]) -> Callable[..., Any]:
 handler.indexer = _timed_indexer(handler.indexer)
 handler.Indexer._start = _timed_start(handler.Indexer._start)
 handler.Indexer._answer = staticmethod(_timed_answer(handler.Indexer._answer))
-handler.logger.info = _timed_info(handler.logger.info)  # type: ignore[method-assign]
+handler.log.info = _timed_info(handler.log.info)  # type: ignore[method-assign]
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> Any:

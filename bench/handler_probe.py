@@ -1,20 +1,20 @@
 """The handler's CPU per record without the HTTP round trip, measured in the Lambda interpreter.
 
 Run by ``bench/bench_handler.py`` as ``python3.12 -I -S bench/handler_probe.py INPUT`` with the
-unpacked function zip and layer on ``sys.path`` (as ``hrnb.local.worker`` runs the handler), so
-it times the packaged code on the runtime's Python. INPUT is a JSON file: ``paths`` (the zip
-roots), ``environment`` (the function's variables), ``rounds``, ``output`` (where the figures
-go; stdout carries the handler's logs) and ``batches``: for each batch size, its ``events``,
-``answer`` and ``rewrite_answer``, the node's real ``_bulk`` answers to the first write of a
-batch that size (``created`` items) and to a rewrite (``updated``).
+unpacked function zip on ``sys.path`` (as ``hrnb.local.worker`` runs the handler), so it times
+the packaged code on the runtime's Python. INPUT is a JSON file: ``paths`` (the zip's root, then
+where Powertools is installed, for the comparisons below), ``environment`` (the function's
+variables), ``rounds``, ``output`` (where the figures go; stdout carries the handler's logs) and
+``batches``: for each batch size, its ``events``, ``answer`` and ``rewrite_answer``, the node's
+real ``_bulk`` answers to the first write of a batch that size (``created`` items) and to a
+rewrite (``updated``).
 
 Everything is timed with ``time.process_time`` (CPU of this process only, no waiting), batch by
 batch, the best of the rounds for each batch, summed and divided by the number of records:
 
-- ``invocation``: ``lambda_handler`` on every event, the whole path (Powertools' decorator and
-  logs, decoding, validation, the bodies, SigV4 signing, parsing and sorting the answers), with
-  the transport's sending replaced by the node's answer cut to each request's items (no
-  network);
+- ``invocation``: ``lambda_handler`` on every event, the whole path (its log lines, decoding,
+  validation, the bodies, SigV4 signing, parsing and sorting the answers), with the transport's
+  sending replaced by the node's answer cut to each request's items (no network);
   ``invocation_rewrite`` the same with the answer to a rewrite;
 - its steps alone: ``decode_validate`` (``to_delivery``), ``body`` (the ``_bulk`` bytes),
   ``sign`` (``hrnb.wire.sigv4`` on the body), ``fixed`` (``lambda_handler`` on an empty batch:
@@ -22,10 +22,12 @@ batch, the best of the rounds for each batch, summed and divided by the number o
 - the decoding alternatives: Powertools' Kinesis data classes against reading the event dict;
   the payload checked by ``canonical_record`` (one expression, the fast path) against
   ``decode_record`` (``json.loads`` and the field-by-field checks, the path for the rest);
+- the log: one batch line, with the invocation's start, through ``hrnb.wire.jsonlog`` against
+  Powertools' Logger and its ``inject_lambda_context`` (µs per invocation, not per record);
 - the stdlib JSON work inside those steps (parsing the payloads, encoding the documents): the
   most a faster JSON library could save.
 
-Writes one JSON object to ``output``. Stdlib and the zips only.
+Writes one JSON object to ``output``. Stdlib, the zip and Powertools only.
 """
 
 from __future__ import annotations
@@ -135,6 +137,45 @@ def measure(handler: Any, indexer: Any, canned: Any, batch: dict[str, Any], roun
                                   for name, step in steps.items()}}
 
 
+def log_line_us(context: type, rounds: int, lines: int = 2000) -> dict[str, float]:
+    """CPU µs of one invocation's log work (its start and the batch line, written to memory),
+    with ``hrnb.wire.jsonlog`` and with Powertools' Logger: the best of the rounds."""
+    import io
+    import logging
+
+    from aws_lambda_powertools import Logger
+
+    from hrnb.wire.jsonlog import JsonLog
+
+    fields = {"records": 100, "indexed": 100, "dead_lettered": 0, "failed": 0, "alerts": 0,
+              "failure_statuses": {}, "batch_lag_ms": 120}
+    sink = io.StringIO()
+    own = JsonLog("bench", sink)
+    powertools = Logger(service="bench", utc=True, logger_handler=logging.StreamHandler(sink))
+
+    def with_jsonlog() -> None:
+        own.start(context())
+        own.info("batch processed", fields)
+
+    @powertools.inject_lambda_context(log_event=False, clear_state=True)
+    def with_powertools(event: object, lambda_context: object) -> None:
+        powertools.info("batch processed", extra=fields)
+
+    def timed(write: Callable[[], object]) -> float:
+        best = float("inf")
+        for _ in range(rounds):
+            sink.seek(0)
+            sink.truncate()
+            started = time.process_time()
+            for _ in range(lines):
+                write()
+            best = min(best, time.process_time() - started)
+        return best / lines * 1e6
+
+    return {"jsonlog": timed(with_jsonlog),
+            "powertools": timed(lambda: with_powertools({}, context()))}
+
+
 def main(path: str) -> int:
     spec = json.loads(open(path).read())
     sys.path[:0] = spec["paths"]
@@ -187,6 +228,7 @@ def main(path: str) -> int:
         batch["answer"] = batch["answer"].encode()
         batch["rewrite_answer"] = batch["rewrite_answer"].encode()
         results[size] = measure(handler, indexer, canned, batch, spec["rounds"], Context)
+    results["log"] = log_line_us(Context, spec["rounds"])
     with open(spec["output"], "w") as out:  # stdout carries the handler's logs
         json.dump(results, out)
     return 0

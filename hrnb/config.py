@@ -206,6 +206,7 @@ class Settings:
 
     @property
     def layer_name(self) -> str:
+        """The dependency layer an earlier hrnb published; set-up and teardown delete it."""
         return f"{self.prefix}-indexer-deps"
 
     @property

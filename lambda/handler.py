@@ -36,14 +36,16 @@ Per batch:
   ``episode_id`` attribute dedupes). If the state or SNS fails, the whole batch is handed back.
 
 Lean on purpose (``bench/bench_handler.py`` measures each choice; docs/benchmarks/handler.md):
-Powertools only for its Logger; no Kinesis data classes and no opensearch-py, whose per-item work
-cost more than the bulk round trip they wrap; no requests or requests-aws4auth, whose import alone
-took 126-222 ms of a cold start. Requests go over keep-alive connections of ``hrnb.wire.http1``
+standard library only, so no dependency layer. Not Powertools: its Kinesis data classes cost
+more per record than the bulk round trip, and its Logger 0.4 ms an invocation for one line
+(``hrnb.wire.jsonlog`` writes the same keys); no opensearch-py, whose per-item work cost more
+than the round trip it wraps; no requests or requests-aws4auth, whose import alone took
+126-222 ms of a cold start. Requests go over keep-alive connections of ``hrnb.wire.http1``
 (http.client's two writes per request and its header parsing cost twice the CPU), signed by
 ``hrnb.wire.sigv4`` (checked byte for byte against botocore). The zips carry python3.12 bytecode,
 so a cold start compiles nothing. Per record, the fast path checks a payload with one regular
 expression instead of ``json.loads`` and the field checks, and skips encoding the document; a
-``_bulk`` answer saying no item failed is counted, not parsed; Powertools' Logger writes once per
+``_bulk`` answer saying no item failed is counted, not parsed; the log gets one line per
 batch, not per record. A batch's second half is decoded while the node indexes the first.
 Credentials, identities and the event itself are never logged.
 """
@@ -63,15 +65,14 @@ from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import Any, Protocol, TypedDict, cast
 from urllib.parse import urlsplit
-
-from aws_lambda_powertools import Logger
 
 from hrnb.errors import ConfigError, RecordError
 from hrnb.wire import http1
 from hrnb.wire.alert import DEFAULT_ALERT_THRESHOLD_BPM, check_alert_threshold
 from hrnb.wire.episodes import AlertRules, Episode, EpisodeState, advance
+from hrnb.wire.jsonlog import JsonLog, LambdaContext
 from hrnb.wire.records import (
     canonical_record,
     decode_record,
@@ -82,10 +83,7 @@ from hrnb.wire.records import (
 from hrnb.wire.retry import is_retryable_status
 from hrnb.wire.sigv4 import Credentials, SigV4Signer, canonical_query
 
-if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.typing import LambdaContext
-
-logger = Logger(service="hrnb-indexer", utc=True)
+log = JsonLog("hrnb-indexer")
 
 #: Besides hrnb.wire.retry's statuses, the function retries 401/403: a new role's mapping to
 #: an OpenSearch role takes a while to reach every node.
@@ -559,12 +557,10 @@ class Indexer:
                 outcome.indexed.append(delivery)
                 continue
             outcome.dead_lettered += 1
-            logger.warning(
-                "record dead-lettered",
-                extra={"reason": delivery.document["reason"],
-                       "shard_id": delivery.document["shard_id"],
-                       "sequence_number": delivery.sequence_number},
-            )
+            log.warning("record dead-lettered",
+                        {"reason": delivery.document["reason"],
+                         "shard_id": delivery.document["shard_id"],
+                         "sequence_number": delivery.sequence_number})
 
     @staticmethod
     def _count_failure(delivery: Delivery, status: str, outcome: Outcome) -> None:
@@ -767,7 +763,7 @@ class Alerter:
                              "application/x-www-form-urlencoded; charset=utf-8")
         found = _MESSAGE_ID.search(content)  # the one field read from the XML answer
         message_id = found.group(1).decode() if found else None
-        logger.warning("heart rate alert episode", extra={"episode": {
+        log.warning("heart rate alert episode", {"episode": {
             "episode_id": episode.id, "athlete_id": episode.athlete_id, "start": episode.start,
             "peak_bpm": episode.peak_bpm, "threshold_bpm": episode.threshold_bpm,
             "message_id": message_id}})
@@ -799,7 +795,7 @@ def notify_episodes(records: Sequence[Mapping[str, Any]], outcome: Outcome,
     try:
         outcome.alerts = len(alerts.process(documents, request_timeout_s))
     except AlertError as exc:
-        logger.error("alert episodes not processed; batch handed back", extra={"reason": str(exc)})
+        log.error("alert episodes not processed; batch handed back", {"reason": str(exc)})
         outcome.failed = [record["kinesis"]["sequenceNumber"] for record in records]
         outcome.failure_statuses["alerts"] += 1
 
@@ -810,9 +806,14 @@ def indexer() -> Indexer:
     return Indexer.from_env(os.environ)
 
 
-@logger.inject_lambda_context(log_event=False, clear_state=True)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+class InvocationContext(LambdaContext, Protocol):
+    def get_remaining_time_in_millis(self) -> int: ...
+
+
+def lambda_handler(event: dict[str, Any],
+                   context: InvocationContext) -> PartialItemFailureResponse:
     """Index a Kinesis batch; report the records to retry as ``batchItemFailures``."""
+    log.start(context)
     now = datetime.now(UTC)
     records = event["Records"]
     remaining_s = context.get_remaining_time_in_millis() / 1000
@@ -821,17 +822,14 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
     notify_episodes(records, outcome, request_timeout_s)
     oldest = min((float(r["kinesis"]["approximateArrivalTimestamp"]) for r in records),
                  default=None)
-    logger.info(
-        "batch processed",
-        extra={
-            "records": len(records),
-            "indexed": len(outcome.indexed),
-            "dead_lettered": outcome.dead_lettered,
-            "failed": len(outcome.failed),
-            "alerts": outcome.alerts,
-            "failure_statuses": dict(outcome.failure_statuses),
-            "batch_lag_ms": None if oldest is None else round((now.timestamp() - oldest) * 1000),
-        },
-    )
+    log.info("batch processed", {
+        "records": len(records),
+        "indexed": len(outcome.indexed),
+        "dead_lettered": outcome.dead_lettered,
+        "failed": len(outcome.failed),
+        "alerts": outcome.alerts,
+        "failure_statuses": dict(outcome.failure_statuses),
+        "batch_lag_ms": None if oldest is None else round((now.timestamp() - oldest) * 1000),
+    })
     failed = sorted(outcome.failed, key=int)  # stream order: Kinesis sequence numbers are numeric
     return {"batchItemFailures": [{"itemIdentifier": seq} for seq in failed]}

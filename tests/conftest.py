@@ -55,8 +55,8 @@ def unique_name() -> Callable[[str], str]:
 
 @pytest.fixture(scope="session")
 def lambda_build(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
-    """The function zip and both layers, built once per test session for every test that
-    needs them (the Lambda tests, the fault suite, the notebooks)."""
+    """The function zip, built once per test session for every test that needs it (the Lambda
+    tests, the fault suite, the notebooks)."""
     from infra_scripts.build_lambda import build
 
     return build(tmp_path_factory.mktemp("lambda-build"))

@@ -1,5 +1,5 @@
-"""The Lambda zip is closed: the handler imports only the standard library, the layer's packages
-and the zip's own hrnb modules; those hrnb modules import only the standard library and each other.
+"""The Lambda zip is closed: the handler imports only the standard library and the zip's own hrnb
+modules; those import only the standard library and each other. There is no dependency layer.
 
 ``lambda/handler.py`` is not in a package, so import-linter (``make lint``) cannot see it; this
 reads the imports of every file the build packs with ``ast`` instead.
@@ -8,10 +8,8 @@ reads the imports of every file the build packs with ``ast`` instead.
 from __future__ import annotations
 
 import ast
-import functools
 import re
 import sys
-from importlib.metadata import packages_distributions
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -19,19 +17,6 @@ import pytest
 from infra_scripts.build_lambda import REPO_ROOT, packaged_sources
 
 HANDLER = "lambda/handler.py"
-
-
-def _canonical(distribution: str) -> str:
-    return re.sub(r"[-_.]+", "-", distribution).lower()
-
-
-@functools.cache
-def layer_packages() -> frozenset[str]:
-    """Top-level import names of the distributions pinned in lambda/requirements.txt."""
-    text = (REPO_ROOT / "lambda" / "requirements.txt").read_text()
-    pinned = {_canonical(name) for name in re.findall(r"^([A-Za-z0-9_.-]+)==", text, re.M)}
-    return frozenset(top for top, dists in packages_distributions().items()
-                     if any(_canonical(dist) in pinned for dist in dists))
 
 
 def zip_modules(sources: list[str]) -> frozenset[str]:
@@ -66,15 +51,15 @@ def _is_hrnb_module(name: str) -> bool:
     return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
 
 
-def foreign_imports(path: Path, package: str, carried: frozenset[str],
-                    layer: frozenset[str]) -> list[str]:
-    """The imports of ``path`` that neither the zip nor its layer satisfy, as ``line: name``."""
+def foreign_imports(path: Path, package: str, carried: frozenset[str]) -> list[str]:
+    """The imports of ``path`` that neither the standard library nor the zip satisfy, as
+    ``line: name``."""
     visitor = _Imports(package)
     visitor.visit(ast.parse(path.read_text()))
     problems = []
     for line, name in visitor.found:
         top, parent = name.split(".")[0], name.rpartition(".")[0]
-        if (top in sys.stdlib_module_names or top in layer or name in carried
+        if (top in sys.stdlib_module_names or name in carried
                 or (parent in carried and not _is_hrnb_module(name))):
             continue
         problems.append(f"{line}: {name}")
@@ -82,27 +67,20 @@ def foreign_imports(path: Path, package: str, carried: frozenset[str],
 
 
 @pytest.mark.parametrize("name", [HANDLER, *packaged_sources(REPO_ROOT)])
-def test_each_file_in_the_function_zip_imports_only_what_the_zip_and_layer_carry(
+def test_each_file_in_the_function_zip_imports_only_the_stdlib_and_what_the_zip_carries(
     name: str,
 ) -> None:
     package = "" if name == HANDLER else str(PurePosixPath(name).parent).replace("/", ".")
-    layer = layer_packages() if name == HANDLER else frozenset()  # hrnb's part: stdlib only
     carried = zip_modules(packaged_sources(REPO_ROOT))
-    assert foreign_imports(REPO_ROOT / name, package, carried, layer) == []
+    assert foreign_imports(REPO_ROOT / name, package, carried) == []
 
 
 def test_the_check_names_an_import_the_zip_does_not_carry(tmp_path: Path) -> None:
     bad = tmp_path / "handler.py"
     bad.write_text("import json\nfrom hrnb.wire.records import decode_record\n"
                    "from hrnb import config\nimport boto3\n"
+                   "from aws_lambda_powertools import Logger\n"
                    "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pandas\n")
     carried = zip_modules(packaged_sources(REPO_ROOT))
-    assert foreign_imports(bad, "", carried, layer_packages()) == ["3: hrnb.config", "4: boto3"]
-
-
-def test_the_layer_packages_are_what_the_handler_needs() -> None:
-    assert "aws_lambda_powertools" in layer_packages()
-    # The handler signs and posts with hrnb.wire (sigv4, http1) on the stdlib: the HTTP
-    # clients and their closure stay out of the layer.
-    assert not {"boto3", "opensearchpy", "requests", "requests_aws4auth",
-                "urllib3"} & layer_packages()
+    assert foreign_imports(bad, "", carried) == [
+        "3: hrnb.config", "4: boto3", "5: aws_lambda_powertools.Logger"]

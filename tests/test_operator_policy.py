@@ -100,20 +100,15 @@ def enforcing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Enforcing]:
 
 @pytest.fixture
 def build_dir(tmp_path: Path) -> Path:
-    """A Lambda build as ``hrnb setup --build-dir`` reads it: manifest, function and layer."""
+    """A Lambda build as ``hrnb setup --build-dir`` reads it: manifest and function zip."""
     out = tmp_path / "build"
     out.mkdir()
-    for name, entries in (("function.zip", {"handler.py": "def lambda_handler(e, c):\n"
-                                                          "    return {}\n"}),
-                          ("layer.zip", {"python/dep.py": "X = 1\n"})):
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w") as archive:
-            for entry, text in entries.items():
-                archive.writestr(entry, text)
-        (out / name).write_bytes(buffer.getvalue())
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("handler.py", "def lambda_handler(e, c):\n    return {}\n")
+    (out / "function.zip").write_bytes(buffer.getvalue())
     (out / "manifest.json").write_text(json.dumps({
-        "function": {"file": "function.zip"}, "layers": {"x86_64": {"file": "layer.zip"}},
-        "handler": "handler.lambda_handler"}))
+        "function": {"file": "function.zip"}, "handler": "handler.lambda_handler"}))
     return out
 
 

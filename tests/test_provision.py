@@ -38,12 +38,11 @@ def write_zip(path: Path, entries: dict[str, str]) -> Path:
 
 @pytest.fixture
 def artifacts(tmp_path: Path) -> provision.LambdaArtifacts:
-    """A tiny valid function zip and layer zip (the real build needs downloaded wheels)."""
+    """A tiny valid function zip (set-up does not look inside)."""
     return provision.LambdaArtifacts(
         function_zip=write_zip(tmp_path / "function.zip",
                                {"handler.py": "def lambda_handler(event, context):\n"
                                               "    return {'batchItemFailures': []}\n"}),
-        layer_zip=write_zip(tmp_path / "layer.zip", {"python/hrnb_dep.py": "VALUE = 1\n"}),
     )
 
 
@@ -238,15 +237,16 @@ def test_artifacts_from_a_build_manifest(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text(json.dumps({
         "runtime": "python3.12", "handler": "handler.lambda_handler",
         "function": {"file": "function.zip"},
-        "layers": {"x86_64": {"file": "layer-x86_64.zip"}, "arm64": {"file": "layer-arm64.zip"}},
     }))
     found = provision.LambdaArtifacts.from_build_dir(tmp_path, "arm64")
-    assert found.layer_zip == tmp_path / "layer-arm64.zip"
-    assert found.function_zip == tmp_path / "function.zip"
+    assert (found.function_zip, found.architecture) == (tmp_path / "function.zip", "arm64")
     with pytest.raises(ProvisionError, match="build the Lambda first"):
         provision.LambdaArtifacts.from_build_dir(tmp_path / "missing")
-    with pytest.raises(ProvisionError, match="read the layer zip"):
-        found.read("layer")
+    with pytest.raises(ProvisionError, match="read the function zip"):
+        found.read()
+    (tmp_path / "manifest.json").write_text(json.dumps({"layers": {}}))
+    with pytest.raises(ProvisionError, match="not a build manifest"):
+        provision.LambdaArtifacts.from_build_dir(tmp_path)
 
 
 # --- on the local stack --------------------------------------------------------------------------
@@ -279,7 +279,7 @@ def test_setup_from_nothing_builds_the_reference(
         "domain": ["created"], "failure queue": ["created"],
         "role mapping": ["created" if mine.local_security else "skipped"],
         "index template": ["created", "created"], "index": ["created", "created"],
-        "layer": ["created"], "function": ["created"], "trigger": ["created"],
+        "function": ["created"], "trigger": ["created"],
         "dashboards": ["skipped"], "alert state index": ["created"], "alert topic": ["created"],
         "alert log queue": ["created"], "alert subscription": ["created"],
     }
@@ -333,8 +333,7 @@ def test_setup_from_nothing_builds_the_reference(
         "HR_ALERT_REARM_MARGIN_BPM": "5", "ALERT_STATE_INDEX": f"{mine.prefix}-hr-alert-state",
         "ALERT_TOPIC_ARN": f"arn:aws:sns:ap-south-1:123456789012:{mine.prefix}-hr-alerts",
         "SNS_ENDPOINT": mine.resolved_aws_endpoint_url}
-    assert [layer["Arn"] for layer in function["Layers"]] == [
-        r.id for r in report.results if r.step == "layer"]
+    assert function.get("Layers", []) == []  # the handler is standard library only
     (mapping,) = lam.list_event_source_mappings(FunctionName=mine.function_name)[
         "EventSourceMappings"]
     assert mapping["State"] == "Disabled"  # the local poller runs it
@@ -357,9 +356,8 @@ def test_setup_from_nothing_builds_the_reference(
     assert mapping_props["heart_rate"]["type"] == "integer"
     assert mapping_props["alert"]["type"] == "boolean"
 
-    for zip_path in (artifacts.function_zip, artifacts.layer_zip):
-        digest = __import__("hashlib").sha256(zip_path.read_bytes()).hexdigest()
-        assert (code_store(mine.cache_dir) / f"{digest}.zip").exists()  # kept by the emulator
+    digest = __import__("hashlib").sha256(artifacts.function_zip.read_bytes()).hexdigest()
+    assert (code_store(mine.cache_dir) / f"{digest}.zip").exists()  # kept by the emulator
 
     secret_file = provision.master_user_path(mine)
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
@@ -425,28 +423,40 @@ def test_drift_is_repaired(mine: Settings, artifacts: provision.LambdaArtifacts,
 
 
 @pytest.mark.stack
-def test_new_code_and_layer_are_deployed(mine: Settings, artifacts: provision.LambdaArtifacts,
-                                         tmp_path: Path) -> None:
+def test_new_code_is_deployed_and_an_earlier_hrnbs_layer_detached_and_deleted(
+        mine: Settings, artifacts: provision.LambdaArtifacts, tmp_path: Path) -> None:
     provision.setup(mine, artifacts)
+    # A deployment by an earlier hrnb: its function ran with a dependency layer, two versions.
+    lam = boto3.client("lambda", **_boto_kwargs(mine))
+    layer_zip = write_zip(tmp_path / "layer.zip", {"python/hrnb_dep.py": "VALUE = 1\n"})
+    for _ in range(2):
+        old_layer = lam.publish_layer_version(LayerName=mine.layer_name,
+                                              Content={"ZipFile": layer_zip.read_bytes()})
+    lam.update_function_configuration(FunctionName=mine.function_name,
+                                      Layers=[old_layer["LayerVersionArn"]])
+    lam.get_waiter("function_updated_v2").wait(FunctionName=mine.function_name,
+                                                WaiterConfig={"Delay": 0.2})
     newer = provision.LambdaArtifacts(
         function_zip=write_zip(tmp_path / "function-2.zip",
                                {"handler.py": "def lambda_handler(event, context):\n"
                                               "    return {'batchItemFailures': [], 'v': 2}\n"}),
-        layer_zip=write_zip(tmp_path / "layer-2.zip", {"python/hrnb_dep.py": "VALUE = 2\n"}),
     )
+    planned = {r.step: r for r in provision.plan(mine, newer).steps}
+    assert planned["layer"].action == "deleted"
+    assert len(lam.list_layer_versions(LayerName=mine.layer_name)["LayerVersions"]) == 2
+
     report = provision.setup(mine, newer)
+
     results = {r.step: r for r in report.results}
-    assert results["layer"].action == "updated" and results["layer"].id.endswith(":2")
     assert results["function"].action == "updated"
     assert "code" in results["function"].detail and "Layers" in results["function"].detail
-    lam = boto3.client("lambda", **_boto_kwargs(mine))
+    assert (results["layer"].action, results["layer"].detail) == ("deleted", "2 version(s)")
     function = lam.get_function(FunctionName=mine.function_name)["Configuration"]
     assert function["CodeSha256"] == provision.code_sha256(newer.function_zip.read_bytes())
-    assert function["Layers"][0]["Arn"] == results["layer"].id
+    assert function.get("Layers", []) == []
+    assert lam.list_layer_versions(LayerName=mine.layer_name)["LayerVersions"] == []
     third = provision.setup(mine, newer)
-    assert "removed 1 older" not in repr(third)  # nothing new to publish, nothing to prune
-    versions = lam.list_layer_versions(LayerName=mine.layer_name)["LayerVersions"]
-    assert [v["Version"] for v in versions] == [2, 1] or [v["Version"] for v in versions] == [1, 2]
+    assert not third.changed and "layer" not in {r.step for r in third.results}
 
 
 @pytest.mark.stack
@@ -597,7 +607,7 @@ def test_teardown_asks_first_and_declining_keeps_everything(
     assert {step.resource for step in preview if step.action == "deleted"} >= {
         mine.stream_name, mine.role_name, mine.domain_name, mine.function_name}
     # all still there, with the alert topic, its log queue and the episode state index
-    assert len(provision.remaining_resources(mine)) == 13
+    assert len(provision.remaining_resources(mine)) == 12
 
     report = provision.confirmed_teardown(mine, lambda preview: True)
     assert report is not None and report.nothing_billable_remains

@@ -1,7 +1,7 @@
 """The local code store: every zip the emulator was given, kept by sha256 and unpacked once, as
-Lambda keeps /var/task and /opt.
+Lambda keeps /var/task.
 
-The emulator writes each function and layer zip here as it receives it (:mod:`hrnb.local.emulator`),
+The emulator writes each function zip here as it receives it (:mod:`hrnb.local.emulator`),
 so provisioning uploads code exactly as on AWS and never learns the stack is local. The store is
 content-addressed, so it lives in the cache directory and every local stack and poller may share it.
 """
@@ -24,7 +24,7 @@ def code_store(cache_dir: Path) -> Path:
 
 
 def store_local_code(cache_dir: Path, zip_bytes: bytes) -> Path:
-    """Keep a function or layer zip where the poller finds it by its sha256; returns the path."""
+    """Keep a function zip where the poller finds it by its sha256; returns the path."""
     digest = hashlib.sha256(zip_bytes).hexdigest()
     path = code_store(cache_dir) / f"{digest}.zip"
     if not path.exists():

@@ -67,9 +67,9 @@ def honour_disabled_mappings() -> None:
 
 
 def keep_deployed_code(cache_dir: Path) -> None:
-    """Write every function and layer zip moto decodes into the local code store, where the
-    poller finds it by the CodeSha256 the emulator reports (moto keeps the code but cannot hand
-    it back over its API)."""
+    """Write every zip moto decodes (functions, and layers, which the poller does not run) into
+    the local code store, where the poller finds it by the CodeSha256 the emulator reports
+    (moto keeps the code but cannot hand it back over its API)."""
     from moto.awslambda import models
 
     original = models._zipfile_content

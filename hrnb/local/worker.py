@@ -3,8 +3,8 @@
 The local event source mapping (``hrnb.local.poller``) plays the Lambda service; this module
 plays one execution environment. :class:`LambdaWorker` starts ``python -I -S`` on this very file
 with only
-the unpacked function zip and layers on ``sys.path`` (like ``/var/task`` and ``/opt/python``), so
-a dependency missing from the zips fails locally as it would on AWS. The handler module is
+the unpacked function zip on ``sys.path`` (like ``/var/task``), so a module missing from the zip
+fails locally as it would on AWS. The handler module is
 imported at the first invocation (Lambda's init phase) and reused by later ones, so anything the
 handler caches per container is cached here too.
 
@@ -43,7 +43,6 @@ class FunctionSpec:
     function_arn: str
     handler: str  # "module.function"
     task_root: Path  # the unpacked function zip
-    layer_roots: tuple[Path, ...] = ()  # unpacked layers, in the function's Layers order
     python: str = sys.executable
     environment: Mapping[str, str] = field(default_factory=dict)
     timeout_s: float = 3.0
@@ -172,8 +171,6 @@ class LambdaWorker:
         spec = self.spec
         args = [spec.python, "-I", "-S", str(Path(__file__).resolve()),
                 "--handler", spec.handler, "--task-root", str(spec.task_root)]
-        for root in spec.layer_roots:
-            args += ["--layer-root", str(root)]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the child
         self._buffer = b""
@@ -311,17 +308,12 @@ def _log(line: str) -> None:
     sys.stderr.flush()
 
 
-def _serve(handler_name: str, task_root: str, layer_roots: Sequence[str]) -> int:
+def _serve(handler_name: str, task_root: str) -> int:
     import resource
 
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # the handler's prints and logs go to the log, never into the protocol
-    # /var/task first, then each layer's /opt/python, later layers shadowing earlier ones.
-    minor = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    layer_paths = []
-    for root in reversed(layer_roots):
-        layer_paths += [f"{root}/python/lib/{minor}/site-packages", f"{root}/python"]
-    sys.path[:0] = [task_root, *layer_paths]
+    sys.path.insert(0, task_root)  # /var/task
     version = os.environ["AWS_LAMBDA_FUNCTION_VERSION"]
     handler = None
     for line in sys.stdin.buffer:
@@ -358,9 +350,8 @@ def _main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description="one Lambda execution environment (internal)")
     parser.add_argument("--handler", required=True)
     parser.add_argument("--task-root", required=True)
-    parser.add_argument("--layer-root", action="append", default=[])
     args = parser.parse_args(argv)
-    return _serve(args.handler, args.task_root, args.layer_root)
+    return _serve(args.handler, args.task_root)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Provisioning as code: idempotent set-up, dry-run plan with costs, and clean teardown of the
-stream, indexer role, log group, OpenSearch domain, indices, Lambda layer, function, trigger,
+stream, indexer role, log group, OpenSearch domain, indices, Lambda function, trigger,
 alert topic with its log queue and episode state index, and dashboards, on AWS and on the local
 stack with the same code.
 
@@ -62,7 +62,6 @@ from hrnb.provision.function import (
     code_sha256,
     ensure_event_source_mapping,
     ensure_function,
-    ensure_layer,
     function_config_drift,
     function_environment,
     mapping_drift,
@@ -149,7 +148,6 @@ __all__ = [
     "ensure_failure_queue",
     "ensure_function",
     "ensure_indices",
-    "ensure_layer",
     "ensure_log_group",
     "ensure_role",
     "ensure_role_mapping",

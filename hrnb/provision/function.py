@@ -1,4 +1,7 @@
-"""The Lambda dependency layer, the function and its Kinesis trigger (event source mapping)."""
+"""The Lambda function and its Kinesis trigger (event source mapping).
+
+The function needs no dependency layer (``infra_scripts/build_lambda.py``): set-up detaches the
+one an earlier hrnb published and deletes its versions, and teardown deletes any left."""
 
 from __future__ import annotations
 
@@ -17,7 +20,6 @@ from hrnb.errors import ConfigError, ProvisionError
 from hrnb.provision.alerts import sns_endpoint
 from hrnb.provision.base import (
     OWNER_TAG,
-    Action,
     Architecture,
     AwsClients,
     Progress,
@@ -45,10 +47,9 @@ FUNCTION_TIMEOUT_S = 30
 # --- inputs --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LambdaArtifacts:
-    """The built function zip and the dependency layer zip for one architecture."""
+    """The built function zip, and the architecture it is deployed for."""
 
     function_zip: Path
-    layer_zip: Path
     architecture: Architecture = "x86_64"
     handler: str = "handler.lambda_handler"
 
@@ -62,14 +63,12 @@ class LambdaArtifacts:
     @classmethod
     def from_build_dir(cls, build_dir: Path,
                        architecture: Architecture = "x86_64") -> LambdaArtifacts:
-        """The zips ``infra_scripts/build_lambda.py`` wrote, located through its manifest."""
+        """The zip ``infra_scripts/build_lambda.py`` wrote, located through its manifest."""
         manifest_path = build_dir / "manifest.json"
         try:
             manifest = json.loads(manifest_path.read_text())
-            layer_file = manifest["layers"][architecture]["file"]
             return cls(
                 function_zip=build_dir / manifest["function"]["file"],
-                layer_zip=build_dir / layer_file,
                 architecture=architecture,
                 handler=manifest["handler"],
             )
@@ -85,19 +84,18 @@ class LambdaArtifacts:
                                  ) from None
         except (KeyError, TypeError, ValueError) as exc:
             raise ProvisionError(
-                f"{manifest_path} has no {architecture} layer or is not a build manifest "
-                f"({exc!r}); rebuild the Lambda",
+                f"{manifest_path} is not a build manifest ({exc!r}); rebuild the Lambda",
                 resource=str(manifest_path),
             ) from None
 
-    def read(self, which: Literal["function", "layer"]) -> bytes:
-        path = self.function_zip if which == "function" else self.layer_zip
+    def read(self) -> bytes:
         try:
-            return path.read_bytes()
+            return self.function_zip.read_bytes()
         except OSError as exc:
             raise ProvisionError(
-                f"cannot read the {which} zip {path}: {exc.strerror}; build the Lambda first",
-                resource=str(path),
+                f"cannot read the function zip {self.function_zip}: {exc.strerror}; build the "
+                "Lambda first",
+                resource=str(self.function_zip),
             ) from None
 
 
@@ -142,16 +140,10 @@ class EventSourceOptions:
         }
 
 
-# --- Lambda layer, function, trigger -------------------------------------------------------------
+# --- Lambda function, trigger -------------------------------------------------------------------
 def code_sha256(data: bytes) -> str:
     """A zip's digest as Lambda reports it (base64 of the raw sha256)."""
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
-
-
-def ensure_layer(settings: Settings, artifacts: LambdaArtifacts,
-                 clients: AwsClients | None = None) -> StepResult:
-    """Publish the dependency layer when its content changed; keep only the newest version."""
-    return _layer_step(settings, clients or AwsClients(settings), apply=True, artifacts=artifacts)
 
 
 def _layer_versions(aws: AwsClients, name: str) -> list[dict[str, Any]]:
@@ -159,41 +151,6 @@ def _layer_versions(aws: AwsClients, name: str) -> list[dict[str, Any]]:
                  missing={"ResourceNotFoundException"}, LayerName=name)
     versions = [] if found is None else found["LayerVersions"]
     return sorted(versions, key=lambda version: version["Version"])
-
-
-def _layer_step(settings: Settings, aws: AwsClients, *, apply: bool,
-                artifacts: LambdaArtifacts | None) -> StepResult:
-    name = settings.layer_name
-    versions = _layer_versions(aws, name)
-    if artifacts is None:
-        if versions:
-            return StepResult("layer", "skipped", name, versions[-1]["LayerVersionArn"],
-                              "no build given: content not compared")
-        return StepResult("layer", "created", name, None, "from the build")
-    data = artifacts.read("layer")
-    digest = code_sha256(data)
-    if versions:
-        newest = _aws(name, "read layer version", aws.lambda_.get_layer_version, LayerName=name,
-                      VersionNumber=versions[-1]["Version"])
-        if (newest["Content"]["CodeSha256"] == digest
-                and newest.get("CompatibleArchitectures") == [artifacts.architecture]):
-            return StepResult("layer", "unchanged", name, newest["LayerVersionArn"],
-                              f"version {newest['Version']}, {artifacts.architecture}")
-    action: Action = "updated" if versions else "created"
-    if not apply:
-        return StepResult("layer", action, name, None, f"new version, {artifacts.architecture}")
-    published = _aws(name, "publish layer", aws.lambda_.publish_layer_version, LayerName=name,
-                     Description=f"hrnb indexer dependencies ({settings.prefix})",
-                     Content={"ZipFile": data}, CompatibleRuntimes=[RUNTIME],
-                     CompatibleArchitectures=[artifacts.architecture])
-    # Keep the version the function still uses until its update; older ones go now.
-    stale = versions[:-1]
-    for old in stale:
-        _aws(name, "delete old layer version", aws.lambda_.delete_layer_version, LayerName=name,
-             VersionNumber=old["Version"])
-    return StepResult("layer", action, name, published["LayerVersionArn"],
-                      f"version {published['Version']}, {artifacts.architecture}"
-                      + (f"; removed {len(stale)} older" if stale else ""))
 
 
 def function_environment(settings: Settings, url: str | None,
@@ -217,25 +174,17 @@ def ensure_function(
     clients: AwsClients | None = None,
     *,
     url: str | None = None,
-    layer_version_arn: str | None = None,
     progress: Progress | None = None,
 ) -> StepResult:
     """The indexer function: code and configuration brought to the desired state."""
     aws = clients or AwsClients(settings)
-    if layer_version_arn is None:
-        versions = _layer_versions(aws, settings.layer_name)
-        if not versions:
-            raise ProvisionError("the layer has no version yet; run the layer step first",
-                                 resource=settings.layer_name)
-        layer_version_arn = versions[-1]["LayerVersionArn"]
     return _function_step(settings, aws, apply=True, artifacts=artifacts,
                           url=url or opensearch_url(settings, aws),
-                          layer_version_arn=layer_version_arn,
                           progress=progress or _no_progress)
 
 
 def _function_config(settings: Settings, aws: AwsClients, artifacts: LambdaArtifacts | None,
-                     url: str | None, layer_version_arn: str | None) -> dict[str, Any]:
+                     url: str | None) -> dict[str, Any]:
     config: dict[str, Any] = {
         "Runtime": RUNTIME,
         "Role": aws.arns.role,
@@ -243,11 +192,11 @@ def _function_config(settings: Settings, aws: AwsClients, artifacts: LambdaArtif
         "Timeout": FUNCTION_TIMEOUT_S,
         "Environment": {"Variables": function_environment(settings, url, aws.arns.alert_topic)},
         "Description": f"hrnb indexer ({settings.prefix}): Kinesis -> OpenSearch",
+        # None: the handler is standard library only. An earlier hrnb's layer is detached.
+        "Layers": [],
     }
     if artifacts is not None:
         config["Handler"] = artifacts.handler
-    if layer_version_arn is not None:
-        config["Layers"] = [layer_version_arn]
     return config
 
 
@@ -265,12 +214,12 @@ def function_config_drift(current: Mapping[str, Any], desired: Mapping[str, Any]
 
 def _function_step(settings: Settings, aws: AwsClients, *, apply: bool,
                    artifacts: LambdaArtifacts | None, url: str | None,
-                   layer_version_arn: str | None, progress: Progress) -> StepResult:
+                   progress: Progress) -> StepResult:
     name = settings.function_name
-    desired = _function_config(settings, aws, artifacts, url, layer_version_arn)
+    desired = _function_config(settings, aws, artifacts, url)
     found = _aws(name, "read function", aws.lambda_.get_function,
                  missing={"ResourceNotFoundException"}, FunctionName=name)
-    data = artifacts.read("function") if artifacts is not None else None
+    data = artifacts.read() if artifacts is not None else None
     if found is None:
         if apply:
             if artifacts is None or data is None:
@@ -492,13 +441,15 @@ def _teardown_function(settings: Settings, aws: AwsClients, *, apply: bool) -> l
 
 
 def _teardown_layer(settings: Settings, aws: AwsClients, *, apply: bool) -> list[StepResult]:
+    """Delete every version of the dependency layer an earlier hrnb published (the function no
+    longer uses one): at teardown, and at set-up once the function is detached from it. Nothing
+    to report when there is none."""
     name = settings.layer_name
     versions = _layer_versions(aws, name)
     if not versions:
-        return [StepResult("layer", "absent", name)]
+        return []
     if apply:
         for version in versions:
             _aws(name, "delete layer version", aws.lambda_.delete_layer_version, LayerName=name,
                  VersionNumber=version["Version"])
     return [StepResult("layer", "deleted", name, None, f"{len(versions)} version(s)")]
-

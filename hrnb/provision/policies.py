@@ -328,9 +328,8 @@ OPERATOR_STATEMENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ManageDomain", (
         "es:DescribeDomain", "es:CreateDomain", "es:AddTags", "es:ListTags",
         "es:UpdateDomainConfig", "es:DeleteDomain")),
-    ("ManageIndexerLayer", (
-        "lambda:ListLayerVersions", "lambda:GetLayerVersion", "lambda:PublishLayerVersion",
-        "lambda:DeleteLayerVersion")),
+    # The function needs no layer: set-up and teardown delete the one an earlier hrnb published.
+    ("DeleteEarlierIndexerLayer", ("lambda:ListLayerVersions", "lambda:DeleteLayerVersion")),
     ("ManageIndexerFunction", (
         "lambda:GetFunction", "lambda:ListTags", "lambda:CreateFunction", "lambda:TagResource",
         "lambda:UpdateFunctionCode", "lambda:UpdateFunctionConfiguration",
@@ -380,7 +379,7 @@ def operator_policy(
         "FindLogGroups": [account_logs],
         "ManageIndexerLogGroup": [log_group_base, log_group],
         "ManageDomain": [domain],
-        "ManageIndexerLayer": [layer, f"{layer}:*"],
+        "DeleteEarlierIndexerLayer": [layer, f"{layer}:*"],
         "ManageIndexerFunction": [function],
         "ManageIndexerTrigger": ["*"],
         "ManageQueues": [queue, alert_log_queue],

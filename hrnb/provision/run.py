@@ -27,7 +27,6 @@ from hrnb.provision.function import (
     EventSourceOptions,
     LambdaArtifacts,
     _function_step,
-    _layer_step,
     _layer_versions,
     _mapping_step,
     _mappings,
@@ -158,11 +157,10 @@ def _run(settings: Settings, aws: AwsClients, *, apply: bool, artifacts: LambdaA
     record(_alert_state_step(settings, apply=apply, url=url))
     for result in _alerts_step(settings, aws, apply=apply):
         record(result)
-    layer = record(_layer_step(settings, aws, apply=apply, artifacts=artifacts))
-    # In a plan a new layer version has no ARN yet; any placeholder shows the function changes.
-    layer_arn = layer.id if layer.id else f"{settings.layer_name}:(new version)"
     record(_function_step(settings, aws, apply=apply, artifacts=artifacts, url=url,
-                          layer_version_arn=layer_arn, progress=progress))
+                          progress=progress))
+    for result in _teardown_layer(settings, aws, apply=apply):  # an earlier hrnb's, detached
+        record(result)
     trigger = _mapping_step(settings, aws, apply=apply, options=options)
     if apply and trigger.id:
         reading = _wait_reading(settings, trigger.id, progress)

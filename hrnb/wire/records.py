@@ -250,17 +250,8 @@ def canonical_record(data: bytes) -> Record | None:
     rr: list[Any] = []
     if rr_text:
         for token in rr_text.split(","):
-            # As json reads it: a float if written as Python writes one (with "." or "e"),
-            # else an int; the token must be exactly what json writes back (repr).
-            try:
-                value: float = float(token)
-                if repr(value) != token:
-                    value = int(token)
-                    if repr(value) != token:
-                        return None
-            except ValueError:
-                return None
-            if not 0 < value <= 64000:
+            value = _rr_value(token)
+            if value is None:
                 return None
             rr.append(value)
     seq_number = int(seq)
@@ -287,6 +278,23 @@ def canonical_record(data: bytes) -> Record | None:
         "energy_expended": kilojoules,
         "sent_at": sent_at,
     }
+
+
+@functools.lru_cache(maxsize=4096)
+def _rr_value(token: str) -> float | None:
+    """An RR interval token as json reads it, or None when validation would not keep it as
+    written: a float if written as Python writes one (with "." or "e"), else an int, exactly
+    what json writes back (repr), in 0 < value <= 64000. Cached: a strap counts in 1/1024 s, so
+    a session's intervals take a few hundred distinct values, and a float's repr is slow."""
+    try:
+        value: float = float(token)
+        if repr(value) != token:
+            value = int(token)
+            if repr(value) != token:
+                return None
+    except ValueError:
+        return None
+    return value if 0 < value <= 64000 else None
 
 
 def heart_rate_problem(heart_rate: int | None, sensor_contact: bool | None) -> str | None:

@@ -2,7 +2,7 @@
 
 Why not a library: the Lambda handler is its only user, and there every import is paid at each
 cold start. Importing requests (for requests-aws4auth) took 126-222 ms on python3.12 here and
-botocore is not in the layer (``docs/benchmarks/handler.md`` has the figures); this is the same
+botocore is not in the zip (``docs/benchmarks/handler.md`` has the figures); this is the same
 algorithm as botocore's ``SigV4Auth`` (tests check the signatures byte for byte against it) and
 signs a 500-record ``_bulk`` body in about 0.2 ms, most of it hashing the body. Every header
 given is signed, as botocore signs them.

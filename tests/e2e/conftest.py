@@ -3,7 +3,7 @@
 ``pipeline(...)`` provisions through :mod:`hrnb.provision` on the local target, exactly as
 ``hrnb setup`` does, under a prefix and a state directory of the test's own: the stream, the
 role, the domain in the emulator, the index templates and indices on the OpenSearch node, the
-layer and function from the zips built once per session, and the disabled trigger. Its own
+function from the zip built once per session, and the disabled trigger. Its own
 poller process (``python -m hrnb.local.poller``) then runs the function from those zips. On
 request, a FaultProxy sits between the producer and the emulator, another between the function and
 the

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lambda_helpers import ROLE_ARN, Indices
+from lambda_helpers import ROLE_ARN, Indices, UnpackedCode
 from support import put_payloads, read_shard
 
 from hrnb.local.code_store import store_local_code, unpacked_code
@@ -24,23 +24,14 @@ from hrnb.wire.kinesis import KinesisEvent, kinesis_event
 from infra_scripts.build_lambda import BuildResult
 
 
-@dataclass(frozen=True)
-class UnpackedCode:
-    state_dir: Path
-    task_root: Path
-    layer_root: Path
-
-
 @pytest.fixture(scope="session")
 def unpacked(lambda_build: BuildResult, tmp_path_factory: pytest.TempPathFactory) -> UnpackedCode:
-    """The zips as the poller finds them: stored by sha256, checked, unpacked."""
+    """The zip as the poller finds it: stored by sha256, checked, unpacked."""
     state_dir = tmp_path_factory.mktemp("state")
-    for artifact in (lambda_build.function, lambda_build.layer("x86_64")):
-        store_local_code(state_dir, artifact.path.read_bytes())
+    store_local_code(state_dir, lambda_build.function.path.read_bytes())
     return UnpackedCode(
         state_dir=state_dir,
         task_root=unpacked_code(state_dir, lambda_build.function.code_sha256),
-        layer_root=unpacked_code(state_dir, lambda_build.layer("x86_64").code_sha256),
     )
 
 
@@ -77,14 +68,13 @@ def start_worker(
     """Start workers running the packaged handler; each is stopped after the test."""
     workers: list[LambdaWorker] = []
 
-    def start(environment: Mapping[str, str], *, with_layer: bool = True,
+    def start(environment: Mapping[str, str], *, task_root: Path | None = None,
               timeout_s: float = 30.0) -> LambdaWorker:
         spec = FunctionSpec(
             function_name="hrnb-test-indexer",
             function_arn="arn:aws:lambda:ap-south-1:123456789012:function:hrnb-test-indexer",
             handler="handler.lambda_handler",
-            task_root=unpacked.task_root,
-            layer_roots=(unpacked.layer_root,) if with_layer else (),
+            task_root=task_root or unpacked.task_root,
             python=runtime_python,
             environment=dict(environment),
             timeout_s=timeout_s,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from hrnb.config import Settings
 from hrnb.wire.records import Record, encode_record, make_record
@@ -20,6 +21,14 @@ ROLE_ARN = "arn:aws:iam::123456789012:role/hrnb-test-indexer"
 class Indices:
     name: str
     dlq: str
+
+
+@dataclass(frozen=True)
+class UnpackedCode:
+    """The function zip as the poller keeps it: stored by sha256 in ``state_dir``, unpacked."""
+
+    state_dir: Path
+    task_root: Path
 
 
 def handler_environment(settings: Settings, endpoint: str, indices: Indices,

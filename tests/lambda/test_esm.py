@@ -43,7 +43,7 @@ EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
 
 @dataclass
 class Deployed:
-    """A function, its layer, role, stream and (disabled) mapping on the emulator."""
+    """A function, its role, stream and (disabled) mapping on the emulator."""
 
     settings: Settings  # state_dir is this test's own; prefix and indices name the role mapping
     name: str
@@ -77,9 +77,8 @@ def deploy(
         name = unique_name("hr-test-fn")
         local = settings.with_overrides(state_dir=tmp_path / "state", prefix=unique_name("w")[:10],
                                         index_name=indices.name, dlq_index_name=indices.dlq)
-        # Uploaded like any deployment: the emulator keeps the zips in the shared code store.
+        # Uploaded like any deployment: the emulator keeps the zip in the shared code store.
         function_zip = lambda_build.function.path.read_bytes()
-        layer_zip = lambda_build.layer("x86_64").path.read_bytes()
         trust = {"Version": "2012-10-17", "Statement": [{
             "Effect": "Allow", "Action": "sts:AssumeRole",
             "Principal": {"Service": "lambda.amazonaws.com"}}]}
@@ -90,9 +89,6 @@ def deploy(
             cleanups.append(lambda: remove_role_mappings(local))
             if mapped:
                 assert ensure_role_mapping(local).action == "created"
-        layer = lam.publish_layer_version(LayerName=name, Content={"ZipFile": layer_zip},
-                                          CompatibleRuntimes=["python3.12"])
-        cleanups.append(lambda: lam.delete_layer_version(LayerName=name, VersionNumber=1))
         variables = environment if environment is not None else {
             "OPENSEARCH_ENDPOINT": endpoint or str(settings.resolved_opensearch_url),
             "INDEX_NAME": indices.name, "DLQ_INDEX_NAME": indices.dlq,
@@ -100,13 +96,12 @@ def deploy(
         function = create_function(
             lam, FunctionName=name, Runtime="python3.12", Role=role_arn,
             Handler="handler.lambda_handler", Code={"ZipFile": function_zip},
-            Layers=[layer["LayerVersionArn"]], Timeout=30, MemorySize=256,
+            Timeout=30, MemorySize=256,
             Environment={"Variables": variables},
         )
         cleanups.append(lambda: lam.delete_function(FunctionName=name))
         # The emulator reports CodeSha256 as Lambda does: base64 of the zip's sha256.
         assert function["CodeSha256"] == lambda_build.function.code_sha256
-        assert layer["Content"]["CodeSha256"] == lambda_build.layer("x86_64").code_sha256
         kinesis.create_stream(StreamName=name, ShardCount=1)
         cleanups.append(lambda: kinesis.delete_stream(StreamName=name))
         kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.2})

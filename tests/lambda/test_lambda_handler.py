@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +21,7 @@ from lambda_helpers import (
     SECRET_KEY,
     SESSION_TOKEN,
     Indices,
+    UnpackedCode,
     encoded,
     good_record,
     handler_environment,
@@ -332,20 +334,24 @@ def test_a_kept_alive_connection_the_domain_cut_while_idle_is_not_reused(
     assert len(documents(opensearch, indices.name)) == 4
 
 
-def test_a_dependency_missing_from_the_zips_fails_as_on_aws(
+def test_a_module_missing_from_the_zip_fails_as_on_aws(
     settings: Settings, gateway: SigV4Gateway, indices: Indices, start_worker: Callable[..., Any],
-    through_stream: Callable[..., Any],
+    through_stream: Callable[..., Any], unpacked: UnpackedCode, tmp_path: Path,
 ) -> None:
-    batch = through_stream(encoded([good_record("s-nolayer", 0)]))
-    worker = start_worker(handler_environment(settings, gateway.url,
-                                              indices), with_layer=False)
+    incomplete = tmp_path / "task"
+    shutil.copytree(unpacked.task_root, incomplete)
+    (incomplete / "hrnb" / "wire" / "http1.py").unlink()
+    (incomplete / "hrnb" / "wire" / "__pycache__" / "http1.cpython-312.pyc").unlink()
+    batch = through_stream(encoded([good_record("s-missing", 0)]))
+    worker = start_worker(handler_environment(settings, gateway.url, indices),
+                          task_root=incomplete)
 
     result = worker.invoke(batch.event())
 
     assert result.error is not None
     assert result.error["errorType"] == "Runtime.ImportModuleError"
     assert "Unable to import module 'handler'" in result.error["errorMessage"]
-    assert "aws_lambda_powertools" in result.error["errorMessage"]
+    assert "http1" in result.error["errorMessage"]
     again = worker.invoke(batch.event())  # a failed init is retried in a fresh process
     assert again.error is not None and worker.restarts == 1
 

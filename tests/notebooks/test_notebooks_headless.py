@@ -76,7 +76,7 @@ def test_setup_notebook_provisions_everything_and_a_record_goes_end_to_end(
     remaining = " | ".join(provision.remaining_resources(settings))
     for resource in (f"stream {settings.stream_name}", f"function {settings.function_name}",
                      f"trigger {settings.stream_name} -> {settings.function_name}",
-                     f"layer {settings.layer_name}", f"role {settings.role_name}",
+                     f"role {settings.role_name}",
                      f"log group {settings.log_group_name}", f"index {settings.index_name}",
                      f"index {settings.dlq_index_name}"):
         assert resource in remaining
