@@ -336,8 +336,8 @@ def deploy(source_root: Path, work: Path, settings: Settings) -> Deployment:
                        stdout=subprocess.DEVNULL)
     manifest = json.loads((out / "manifest.json").read_text())
     local = settings.with_overrides(state_dir=work / "state")
-    zips = ["function.zip", *(f"layer-{arch}.zip" for arch in manifest.get("layers", {})
-                              if arch == "x86_64")]
+    layer = manifest.get("layers", {}).get("x86_64", {}).get("file")  # an older tree's
+    zips = ["function.zip", *([layer] if layer else [])]
     sizes = {}
     for name in zips:
         store_local_code(local.state_dir, (out / name).read_bytes())
@@ -345,16 +345,16 @@ def deploy(source_root: Path, work: Path, settings: Settings) -> Deployment:
             sizes[name] = ((out / name).stat().st_size,
                            sum(info.file_size for info in archive.infolist()))
     task_root = unpacked_code(local.state_dir, manifest["function"]["code_sha256"])
-    if len(zips) > 1:
+    if layer:
         merged = work / "task"
         shutil.copytree(task_root, merged)
-        with zipfile.ZipFile(out / zips[1]) as layer:
-            for info in layer.infolist():
-                if info.filename.startswith("python/") and not info.is_dir():
-                    target = merged / info.filename.removeprefix("python/")
-                    if not target.exists():
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        target.write_bytes(layer.read(info))
+        with zipfile.ZipFile(out / layer) as archive:
+            for info in archive.infolist():
+                target = merged / info.filename.removeprefix("python/")
+                if info.filename.startswith("python/") and not info.is_dir() \
+                        and not target.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(archive.read(info))
         task_root = merged
     return Deployment(task_root, sizes)
 

@@ -192,7 +192,7 @@ def _function_config(settings: Settings, aws: AwsClients, artifacts: LambdaArtif
         "Timeout": FUNCTION_TIMEOUT_S,
         "Environment": {"Variables": function_environment(settings, url, aws.arns.alert_topic)},
         "Description": f"hrnb indexer ({settings.prefix}): Kinesis -> OpenSearch",
-        # None: the handler is standard library only. An earlier hrnb's layer is detached.
+        # No layer: the handler is standard library only; one an earlier hrnb attached goes.
         "Layers": [],
     }
     if artifacts is not None:

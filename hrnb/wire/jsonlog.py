@@ -3,9 +3,9 @@ Logs, where Logs Insights reads every key as a field.
 
 The keys are Powertools Logger's (``level``, ``message``, ``timestamp``, ``service``,
 ``cold_start``, ``function_*``) with each line's own fields at the top level. Powertools' Logger
-wrote these lines until #16: its formatter and the ``logging`` machinery under it cost 114 µs a
-line in a loop and, with its decorator, about 0.4 ms an invocation in place, against 16 µs here
-(docs/benchmarks/handler.md): 6 % of a batch of 100 for one line.
+wrote these lines until #16: with its decorator, an invocation's start and batch line cost 154 µs
+of CPU in a loop against 22 µs here, and 0.43-0.54 ms of an invocation in place against 0.22 ms
+(docs/benchmarks/handler.md; the difference is 2-4 % of a batch of 100's Duration).
 """
 
 from __future__ import annotations
@@ -35,13 +35,14 @@ class JsonLog:
 
     def __init__(self, service: str, stream: TextIO | None = None) -> None:
         self._stream = stream
+        self._service = service
         self._cold = True
-        self._keys: dict[str, Any] = {"service": service}
+        self._keys: dict[str, Any] = {"service": service}  # until the first invocation
 
     def start(self, context: LambdaContext) -> None:
         """An invocation began: its request and the function go into each of its lines."""
         self._keys = {
-            "service": self._keys["service"],
+            "service": self._service,
             "cold_start": self._cold,
             "function_name": context.function_name,
             "function_memory_size": context.memory_limit_in_mb,
