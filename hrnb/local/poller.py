@@ -244,9 +244,15 @@ def load_deployment(
     config: Mapping[str, Any], *, python: str | None = None,
 ) -> Deployment:
     """Unpack the function's code (``config`` from GetFunctionConfiguration) and assume its
-    execution role, as Lambda does for a new execution environment. Layers are not run: hrnb's
-    function has none, and a function that needs one fails here rather than passing."""
+    execution role, as Lambda does for a new execution environment. Layers are not mounted:
+    hrnb's function has none, and a function that needs one fails here rather than passing;
+    the log says so once per deployment, naming the layers."""
     task_root = unpacked_code(settings.cache_dir, config["CodeSha256"])
+    layers = [layer["Arn"] for layer in config.get("Layers") or ()]
+    if layers:
+        logger.warning("%s has %d layer(s) attached (%s); the local poller does not mount "
+                       "layers in /opt, so it runs the function from its own zip alone",
+                       config["FunctionName"], len(layers), ", ".join(layers))
     runtime = config.get("Runtime") or "python3.12"
     interpreter = python or find_runtime_python(runtime)
     if interpreter is None:

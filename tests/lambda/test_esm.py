@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,6 +224,41 @@ def test_records_arrive_in_batches_of_at_most_batch_size_and_a_restart_skips_and
     wait_until(lambda: deployed.count(opensearch) == 60, what="60 documents")
     delivered = sum(batch["records"] for batch in esm.batches())
     assert 60 <= delivered <= 60 + 2
+
+
+def test_a_function_with_a_layer_runs_from_its_zip_alone_and_the_poller_says_so(
+    deploy: Callable[..., Deployed], poller: Callable[[Deployed], PollerProcess],
+    make_aws_client: Callable[..., Any], opensearch: Any, tmp_path: Path,
+) -> None:
+    """Layers are not mounted locally: a function that needs one fails here (stricter than
+    AWS), and the poller's log names the layers so the failure is not a mystery."""
+    deployed = deploy()
+    lam = make_aws_client("lambda")
+    layer_zip = tmp_path / "layer.zip"
+    with zipfile.ZipFile(layer_zip, "w") as archive:
+        archive.writestr("python/only_in_the_layer.py", "VALUE = 1\n")
+    layer = lam.publish_layer_version(LayerName=f"{deployed.name}-deps",
+                                      Content={"ZipFile": layer_zip.read_bytes()})
+    try:
+        lam.update_function_configuration(FunctionName=deployed.name,
+                                          Layers=[layer["LayerVersionArn"]])
+        lam.get_waiter("function_updated_v2").wait(FunctionName=deployed.name,
+                                                    WaiterConfig={"Delay": 0.2})
+        put(make_aws_client, deployed.name, "s-layer", range(3))
+        esm = poller(deployed)
+        wait_until(lambda: deployed.count(opensearch) == 3, what="3 documents")
+
+        log = esm.log_path.read_text()
+        assert (f"{deployed.name} has 1 layer(s) attached ({layer['LayerVersionArn']}); the "
+                "local poller does not mount layers in /opt") in log
+        assert log.count("layer(s) attached") == 1  # once per deployment, not per batch
+        task_root = unpacked_code(deployed.settings.cache_dir,
+                                  lam.get_function_configuration(
+                                      FunctionName=deployed.name)["CodeSha256"])
+        assert not list(task_root.rglob("only_in_the_layer.py"))
+    finally:
+        lam.delete_layer_version(LayerName=f"{deployed.name}-deps",
+                                 VersionNumber=layer["Version"])
 
 
 def test_partial_failures_resume_from_the_lowest_failed_record(
