@@ -89,6 +89,8 @@ from hrnb.wire.records import (  # noqa: E402
 from infra_scripts.build_lambda import build  # noqa: E402
 
 BATCH_SIZES = (100, 500)
+#: Request sizes (documents) of the node's time per request.
+NODE_SIZES = (10, 25, 50, 100, 250, 500)
 ATHLETE = "athlete-bench"
 
 
@@ -223,6 +225,21 @@ def client_cpu(url: str, index: str, bodies: Sequence[bytes], rounds: int) -> di
         stdlib.close()
         lean.close()
     return {name: statistics.fmean(times) * 1e6 for name, times in best.items()}
+
+
+def node_request_ms(plain: PlainBulk, index: str, records: Sequence[Mapping[str, Any]],
+                    rounds: int) -> dict[int, float]:
+    """The node's time for one plain ``_bulk`` request by its number of documents, one request
+    at a time, the sizes taking turns (median ms over the rounds): its fixed cost per request
+    against its cost per document, which is what posting a batch in parts costs the node."""
+    now = datetime.now(UTC)
+    bodies = {size: plain_body(index, records[:size], now) for size in NODE_SIZES}
+    times: dict[int, list[float]] = {size: [] for size in NODE_SIZES}
+    for _ in range(rounds):
+        for size in NODE_SIZES:
+            seconds, _ = plain.post(index, bodies[size])
+            times[size].append(seconds * 1000)
+    return {size: statistics.median(ms) for size, ms in times.items()}
 
 
 class AlertsOn:
@@ -639,6 +656,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if stored != len(records):
                         raise SystemExit(f"{name} stored {stored} of {len(records)} records")
 
+            progress("the node's time per request by its size ...")
+            node_index = f"hrnb-bench-node-{uuid.uuid4().hex[:6]}"
+            write_aliases(opensearch, node_index)
+            created.append(node_index)
+            node_ms = node_request_ms(plain, node_index, kinesis_event(
+                records[:max(NODE_SIZES)], shard_id=shard_id, stream_arn=stream_arn,
+                region=settings.region, role_arn=ROLE_ARN)["Records"], args.rounds)
             progress("HTTP clients' CPU per request, batch 100 ...")
             client_index = f"hrnb-bench-client-{uuid.uuid4().hex[:6]}"
             write_aliases(opensearch, client_index)
@@ -663,7 +687,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 opensearch.indices.delete_index_template(name=f"{index}-dlq", ignore=[404])
 
     node_us = {size: min(rounds) / len(records) * 1e6 for size, rounds in node_cpu.items()}
-    report = render(approaches, phases, cpu, clients, node_us, cold, imports, notified,
+    report = render(approaches, phases, cpu, clients, node_us, node_ms, cold, imports, notified,
                     records=len(records), python=python, args=args,
                     load=(load_before, os.getloadavg()),
                     sizes={name: d.sizes for name, d in deployments.items()})
@@ -718,6 +742,22 @@ def render_phases(approaches: Mapping[str, Approach],
     return lines
 
 
+def render_node(node_ms: Mapping[int, float], rounds: int) -> list[str]:
+    """The node's time per request by size, and the straight line through it."""
+    per_doc, fixed = statistics.linear_regression(list(node_ms), list(node_ms.values()))
+    lines = ["", "## The node's time per request", "",
+             "*plain* alone, one request at a time into an index of its own, the sizes taking "
+             f"turns (median of {rounds} requests each):", "",
+             "| documents | ms | µs per document |", "|---:|---:|---:|"]
+    lines += [f"| {size} | {ms:.2f} | {ms / size * 1000:.0f} |" for size, ms in node_ms.items()]
+    lines += ["", f"A straight line through them (least squares): {fixed:.2f} ms per request "
+              f"plus {per_doc * 1000:.0f} µs per document, so each request costs the node about "
+              f"as much as {fixed / per_doc:.0f} documents. A batch posted in two parts pays that "
+              "once more than in one, against the decoding of the second part overlapping the "
+              "node's work on the first."]
+    return lines
+
+
 def _ok(met: bool) -> str:
     return "met" if met else "**not met**"
 
@@ -726,6 +766,7 @@ def render(approaches: Mapping[str, Approach],
            phases: Mapping[int, Mapping[str, tuple[float, float]]],
            cpu: Mapping[str, Mapping[str, float]],
            clients: Mapping[str, float], node_us: Mapping[int, float],
+           node_ms: Mapping[int, float],
            cold: Mapping[str, Sequence[tuple[float, float]]],
            imports: Mapping[str, Mapping[str, float]], notified: int, *,
            records: int, python: str, args: argparse.Namespace,
@@ -826,6 +867,7 @@ def render(approaches: Mapping[str, Approach],
               "of the bests moves with one lucky round of either; the median of the rounds' "
               "own ratios moves less."]
     lines += render_phases(approaches, phases)
+    lines += render_node(node_ms, args.rounds)
     ratios_met = all(ratio(handler, size) >= TARGET_RATIO for size in BATCH_SIZES)
     worst_cpu = max(cpu[str(s)]["invocation"] for s in BATCH_SIZES)
     warm_cold = statistics.median(reported for reported, _ in cold["handler"])
