@@ -226,13 +226,13 @@ def test_records_arrive_in_batches_of_at_most_batch_size_and_a_restart_skips_and
     assert 60 <= delivered <= 60 + 2
 
 
-def test_a_function_with_a_layer_runs_from_its_zip_alone_and_the_poller_says_so(
+def test_layers_are_not_mounted_so_code_that_needs_one_fails_and_the_poller_says_why(
     deploy: Callable[..., Deployed], poller: Callable[[Deployed], PollerProcess],
     make_aws_client: Callable[..., Any], opensearch: Any, tmp_path: Path,
 ) -> None:
-    """Layers are not mounted locally: a function that needs one fails here (stricter than
-    AWS), and the poller's log names the layers so the failure is not a mystery."""
-    deployed = deploy()
+    """Stricter than AWS on purpose: a function runs from its own zip alone, so code that
+    imports from a layer fails locally, and the poller's log names the layers it did not mount."""
+    deployed = deploy(MaximumRetryAttempts=0)
     lam = make_aws_client("lambda")
     layer_zip = tmp_path / "layer.zip"
     with zipfile.ZipFile(layer_zip, "w") as archive:
@@ -244,18 +244,32 @@ def test_a_function_with_a_layer_runs_from_its_zip_alone_and_the_poller_says_so(
                                           Layers=[layer["LayerVersionArn"]])
         lam.get_waiter("function_updated_v2").wait(FunctionName=deployed.name,
                                                     WaiterConfig={"Delay": 0.2})
+        # hrnb's own function needs no layer: it indexes with one attached.
         put(make_aws_client, deployed.name, "s-layer", range(3))
         esm = poller(deployed)
         wait_until(lambda: deployed.count(opensearch) == 3, what="3 documents")
-
         log = esm.log_path.read_text()
         assert (f"{deployed.name} has 1 layer(s) attached ({layer['LayerVersionArn']}); the "
                 "local poller does not mount layers in /opt") in log
         assert log.count("layer(s) attached") == 1  # once per deployment, not per batch
-        task_root = unpacked_code(deployed.settings.cache_dir,
-                                  lam.get_function_configuration(
-                                      FunctionName=deployed.name)["CodeSha256"])
-        assert not list(task_root.rglob("only_in_the_layer.py"))
+
+        # Code that imports from the layer (found in /opt/python on AWS) fails here.
+        needs_layer = tmp_path / "needs_layer.zip"
+        with zipfile.ZipFile(needs_layer, "w") as archive:
+            archive.writestr("handler.py", "import only_in_the_layer\n\n"
+                             "def lambda_handler(event, context):\n"
+                             "    return {'batchItemFailures': []}\n")
+        lam.update_function_code(FunctionName=deployed.name, ZipFile=needs_layer.read_bytes())
+        lam.get_waiter("function_updated_v2").wait(FunctionName=deployed.name,
+                                                    WaiterConfig={"Delay": 0.2})
+        wait_until(lambda: "redeployed" in esm.log_path.read_text(), what="the redeploy")
+        put(make_aws_client, deployed.name, "s-needs-layer", range(2))
+        shard = wait_until(lambda: (s := esm.shard_status()) and s["function_errors"] and s,
+                           what="the function to fail", timeout_s=60)
+        assert "Runtime.ImportModuleError" in shard["last_error"]
+        assert "only_in_the_layer" in shard["last_error"]
+        assert esm.log_path.read_text().count("layer(s) attached") == 2  # and the redeploy's
+        assert deployed.count(opensearch) == 3
     finally:
         lam.delete_layer_version(LayerName=f"{deployed.name}-deps",
                                  VersionNumber=layer["Version"])
