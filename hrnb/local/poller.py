@@ -11,8 +11,9 @@ MaximumRecordAgeInSeconds, BisectBatchOnFunctionError):
   event shape;
 - the function runs from its deployed zips (found in a local content-addressed store by the
   CodeSha256 the emulator reports) in a long-lived worker process (:mod:`hrnb.local.worker`),
-  with temporary credentials of its execution role from the emulated STS; a redeployed function
-  gets a new worker;
+  with temporary credentials of its execution role from the emulated STS; the function's
+  configuration is read before every batch, so a batch after an update has completed runs the new
+  code and settings in a new worker, as on AWS;
 - a ``batchItemFailures`` answer resumes from the lowest failed sequence number; a function error
   retries the whole batch with backoff (halving it first if bisecting is on), at most
   MaximumRetryAttempts times (-1: until it succeeds); for a batch given up on, or records older
@@ -86,7 +87,7 @@ _GET_RECORDS_LIMIT = 10_000
 _RELOAD_INTERVAL_S = 0.5  # mappings are listed this often: a new trigger is read at once
 
 
-_REFRESH_INTERVAL_S = 5.0  # function configuration, credentials and shards are checked this often
+_REFRESH_INTERVAL_S = 5.0  # credentials and shards are checked this often
 
 
 _STATUS_INTERVAL_S = 1.0
@@ -369,25 +370,32 @@ class MappingPoller:
     def refresh(self, config: MappingConfig) -> None:
         """Pick up new settings, a redeployed function, fresh credentials and new shards."""
         self.config = config
-        owner = self.owner
-        function_config = owner.lambda_client.get_function_configuration(
-            FunctionName=config.function_arn)
-        current = self.deployment
-        if (current is None
-                or current.fingerprint != deployment_fingerprint(function_config)
-                or current.credentials_expire_at - time.time() < _CREDENTIAL_MARGIN_S):
-            deployment = load_deployment(owner.settings, owner.lambda_client, owner.sts_client,
-                                         function_config, python=owner.python)
-            if self.worker is not None:
-                logger.info("%s: redeployed or credentials renewed; new worker",
-                            config.function_name)
-                self.worker.close()
-            log_path = owner.settings.state_dir / "lambda-logs" / f"{config.function_name}.log"
-            self.worker = LambdaWorker(deployment.spec, log_path=log_path)
-            self.deployment = deployment
+        self._follow_function()
         self._discover_shards()
         self.last_error = None
         self.refreshed_at = time.monotonic()
+
+    def _follow_function(self) -> None:
+        """Run what the function is now: a new worker when its code, settings or role changed
+        or its credentials are near their end. Called before every batch too, as Lambda invokes
+        the updated function from the moment the update completes, not seconds later."""
+        owner = self.owner
+        function_config = owner.lambda_client.get_function_configuration(
+            FunctionName=self.config.function_arn)
+        current = self.deployment
+        if (current is not None
+                and current.fingerprint == deployment_fingerprint(function_config)
+                and current.credentials_expire_at - time.time() >= _CREDENTIAL_MARGIN_S):
+            return
+        deployment = load_deployment(owner.settings, owner.lambda_client, owner.sts_client,
+                                     function_config, python=owner.python)
+        if self.worker is not None:
+            logger.info("%s: redeployed or credentials renewed; new worker",
+                        self.config.function_name)
+            self.worker.close()
+        log_path = owner.settings.state_dir / "lambda-logs" / f"{self.config.function_name}.log"
+        self.worker = LambdaWorker(deployment.spec, log_path=log_path)
+        self.deployment = deployment
 
     def close(self) -> None:
         if self.worker is not None:
@@ -486,9 +494,10 @@ class MappingPoller:
                        and now - shard.buffered_since < config.batching_window_s)
         if len(shard.buffer) < config.batch_size and window_open and not shard.closed:
             return False
-        assert self.deployment is not None
         if self._expire_old_records(shard):
             return True
+        self._follow_function()
+        assert self.deployment is not None
         size = min(config.batch_size, shard.bisected_size or config.batch_size)
         batch = shard.buffer[:batch_length(shard.buffer, size)]
         event = kinesis_event(

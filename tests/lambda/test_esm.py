@@ -262,7 +262,6 @@ def test_layers_are_not_mounted_so_code_that_needs_one_fails_and_the_poller_says
         lam.update_function_code(FunctionName=deployed.name, ZipFile=needs_layer.read_bytes())
         lam.get_waiter("function_updated_v2").wait(FunctionName=deployed.name,
                                                     WaiterConfig={"Delay": 0.2})
-        wait_until(lambda: "redeployed" in esm.log_path.read_text(), what="the redeploy")
         put(make_aws_client, deployed.name, "s-needs-layer", range(2))
         shard = wait_until(lambda: (s := esm.shard_status()) and s["function_errors"] and s,
                            what="the function to fail", timeout_s=60)
@@ -273,6 +272,34 @@ def test_layers_are_not_mounted_so_code_that_needs_one_fails_and_the_poller_says
     finally:
         lam.delete_layer_version(LayerName=f"{deployed.name}-deps",
                                  VersionNumber=layer["Version"])
+
+
+def test_the_first_batch_after_an_update_completes_runs_the_new_code(
+    deploy: Callable[..., Deployed], poller: Callable[[Deployed], PollerProcess],
+    make_aws_client: Callable[..., Any], opensearch: Any, tmp_path: Path,
+) -> None:
+    """As on AWS: once update_function_code has completed, the next batch runs the new code,
+    not the old for a few seconds more."""
+    deployed = deploy(MaximumRetryAttempts=0)
+    esm = poller(deployed)
+    put(make_aws_client, deployed.name, "s-old", range(3))
+    wait_until(lambda: deployed.count(opensearch) == 3, what="3 documents")
+
+    new_code = tmp_path / "new_code.zip"
+    with zipfile.ZipFile(new_code, "w") as archive:
+        archive.writestr("handler.py", "def lambda_handler(event, context):\n"
+                         "    raise RuntimeError('the new code ran')\n")
+    lam = make_aws_client("lambda")
+    lam.update_function_code(FunctionName=deployed.name, ZipFile=new_code.read_bytes())
+    lam.get_waiter("function_updated_v2").wait(FunctionName=deployed.name,
+                                                WaiterConfig={"Delay": 0.2})
+    put(make_aws_client, deployed.name, "s-new", range(2))
+
+    shard = wait_until(lambda: (s := esm.shard_status()) and s["records_discarded"] == 2 and s,
+                       what="the new code's batch to be given up", timeout_s=60)
+    assert "the new code ran" in (shard["last_error"] or "")
+    assert shard["function_errors"] == 1
+    assert deployed.count(opensearch) == 3  # the old code indexed nothing more
 
 
 def test_partial_failures_resume_from_the_lowest_failed_record(
