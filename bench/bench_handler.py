@@ -347,8 +347,11 @@ def deploy(source_root: Path, work: Path, settings: Settings) -> Deployment:
     if source_root == REPO_ROOT:
         build(out, source_root=source_root)
     else:
-        subprocess.run([sys.executable, str(source_root / "infra_scripts" / "build_lambda.py"),
-                        "--out", str(out), "--arch", "x86_64"], check=True, cwd=source_root,
+        script = source_root / "infra_scripts" / "build_lambda.py"
+        # Trees from before #16 built a layer per architecture; later ones build one zip.
+        arch = ["--arch", "x86_64"] if "--arch" in script.read_text() else []
+        subprocess.run([sys.executable, str(script), "--out", str(out), *arch], check=True,
+                       cwd=source_root,
                        env={**os.environ, "PYTHONPATH": str(source_root)},
                        stdout=subprocess.DEVNULL)
     manifest = json.loads((out / "manifest.json").read_text())
