@@ -347,13 +347,14 @@ def deploy(source_root: Path, work: Path, settings: Settings) -> Deployment:
     if source_root == REPO_ROOT:
         build(out, source_root=source_root)
     else:
-        script = source_root / "infra_scripts" / "build_lambda.py"
-        # Trees from before #16 built a layer per architecture; later ones build one zip.
-        arch = ["--arch", "x86_64"] if "--arch" in script.read_text() else []
-        subprocess.run([sys.executable, str(script), "--out", str(out), *arch], check=True,
-                       cwd=source_root,
-                       env={**os.environ, "PYTHONPATH": str(source_root)},
-                       stdout=subprocess.DEVNULL)
+        command = [sys.executable, str(source_root / "infra_scripts" / "build_lambda.py")]
+        environment = {**os.environ, "PYTHONPATH": str(source_root)}
+        # Trees from before #16 built a layer per architecture and ask which; later ones don't.
+        usage = subprocess.run([*command, "--help"], check=True, cwd=source_root,
+                               env=environment, capture_output=True, text=True).stdout
+        arch = ["--arch", "x86_64"] if "--arch" in usage else []
+        subprocess.run([*command, "--out", str(out), *arch], check=True, cwd=source_root,
+                       env=environment, stdout=subprocess.DEVNULL)
     manifest = json.loads((out / "manifest.json").read_text())
     local = settings.with_overrides(state_dir=work / "state")
     layer = manifest.get("layers", {}).get("x86_64", {}).get("file")  # an older tree's
